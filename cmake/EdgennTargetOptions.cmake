@@ -1,0 +1,18 @@
+# Compile options shared by every in-tree program, test and benchmark.
+function(edgenn_target_options target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(EDGENN_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(EDGENN_NATIVE)
+    target_compile_options(${target} PRIVATE -march=native)
+  endif()
+  if(EDGENN_SIMD_SCALAR)
+    target_compile_definitions(${target} PRIVATE EDGENN_SIMD_SCALAR)
+  endif()
+  if(EDGENN_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${EDGENN_SANITIZE} -fno-omit-frame-pointer
+                                             -fno-sanitize-recover=all)
+    target_link_options(${target} PRIVATE -fsanitize=${EDGENN_SANITIZE})
+  endif()
+endfunction()

@@ -1,0 +1,12 @@
+// All inference kernels (forward). Pure functions over caller memory; no allocation.
+#pragma once
+
+#include "edgenn/kernels/activation.hpp"
+#include "edgenn/kernels/batchnorm.hpp"
+#include "edgenn/kernels/conv2d.hpp"
+#include "edgenn/kernels/depthwise.hpp"
+#include "edgenn/kernels/elementwise.hpp"
+#include "edgenn/kernels/fully_connected.hpp"
+#include "edgenn/kernels/gemm.hpp"
+#include "edgenn/kernels/pooling.hpp"
+#include "edgenn/kernels/softmax.hpp"
