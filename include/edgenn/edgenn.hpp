@@ -10,5 +10,6 @@
 #include "edgenn/core/tensor.hpp"
 #include "edgenn/core/workspace.hpp"
 #include "edgenn/kernels.hpp"
+#include "edgenn/nn.hpp"
 #include "edgenn/simd/simd.hpp"
 #include "edgenn/version.hpp"
