@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "edgenn/core/status.hpp"
 #include "edgenn/core/tensor.hpp"
 #include "edgenn/kernels/activation.hpp"
 #include "edgenn/simd/simd.hpp"
