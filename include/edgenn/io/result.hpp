@@ -49,4 +49,11 @@ inline Outcome success() { return Outcome(Done{}); }
 
 inline Failure fail(Error code, std::string message) { return Failure{code, std::move(message)}; }
 
+// Inside a function returning Result<T>: return the failure of a core Status.
+#define EDGENN_RESULT_TRY(expr)                                                   \
+  do {                                                                            \
+    const ::edgenn::Status edgenn_rs_ = (expr);                                   \
+    if (!edgenn_rs_.is_ok()) return ::edgenn::io::fail(edgenn_rs_.code(), edgenn_rs_.message()); \
+  } while (0)
+
 }  // namespace edgenn::io
