@@ -1,0 +1,4 @@
+// Image files into model inputs (needs the edgenn::image target: stb_image).
+#pragma once
+
+#include "edgenn/image/load_image.hpp"
