@@ -208,6 +208,24 @@ class MEANet(nn.Module):
         return self.main.head(fm), self.extension_logits(x, fm)
 
 
+def init_adaptive_from_main(meanet):
+    """Copy the main block's stem and the first block of each stage into the adaptive block
+    wherever the shapes match (adaptive.conv1/bn1 <- main.conv1/bn1, adaptive.blocks.i <-
+    main.layer{i+1}.0). Returns the names of the copied modules."""
+    pairs = [(meanet.adaptive.conv1, meanet.main.conv1, "conv1"), (meanet.adaptive.bn1, meanet.main.bn1, "bn1")]
+    for i, blk in enumerate(meanet.adaptive.blocks):
+        stage = getattr(meanet.main, f"layer{i + 1}", None)
+        if stage is not None:
+            pairs.append((blk, stage[0], f"blocks.{i}"))
+    copied = []
+    for dst, src, name in pairs:
+        sd_src, sd_dst = src.state_dict(), dst.state_dict()
+        if sd_src.keys() == sd_dst.keys() and all(sd_src[k].shape == sd_dst[k].shape for k in sd_src):
+            dst.load_state_dict(sd_src)
+            copied.append(name)
+    return copied
+
+
 def build(arch, hparams):
     if arch == "resnet_cifar":
         return ResNetCifar(**hparams)
