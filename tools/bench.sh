@@ -7,6 +7,10 @@
 # Sections:
 #   kernels   our forward kernels vs XNNPACK and oneDNN, single-threaded
 #             -> docs/results/kernels.{json,md}
+#   models    every shipped model vs PyTorch 1.13: batch 1 and 64, 1 and 2 threads
+#             -> docs/results/models.{json,md}
+#   load      the cloud server under N concurrent edge clients on loopback, with and
+#             without batching: requests/s and latency percentiles -> docs/results/load.{json,md}
 #
 # Environment:
 #   EDGENN_BENCH_REPETITIONS  repetitions per benchmark (default 5; the report takes the best)
@@ -15,6 +19,8 @@
 #                             inputs up to 32x32; "all" adds the 56x56-224x224 layers)
 #   EDGENN_BENCH_ARGS         extra arguments for the benchmark binaries (e.g. a filter)
 #   EDGENN_BENCH_BUILD        build directory (default build/bench)
+#   EDGENN_BENCH_MIN_TIME_MODELS  seconds per model measurement (default 1)
+#   EDGENN_BENCH_LOAD_SECONDS     seconds per load configuration (default 3)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +28,7 @@ BUILD=${EDGENN_BENCH_BUILD:-$ROOT/build/bench}
 RESULTS=$ROOT/docs/results
 PYTHON=${PYTHON:-python3}
 # A new section: a function section_<name> below and its name here (in run order).
-ALL_SECTIONS=(kernels)
+ALL_SECTIONS=(kernels models load)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -63,7 +69,7 @@ build_targets() {  # configure build/bench once, then build the given targets
   apt_install required build-essential cmake libbenchmark-dev libxsimd-dev python3
   log "configure $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DEDGENN_BUILD_BENCH=ON -DEDGENN_NATIVE=ON \
-    -DEDGENN_BUILD_TESTS=OFF -DEDGENN_BUILD_TOOLS=OFF -DEDGENN_BUILD_EXAMPLES=OFF >/dev/null
+    -DEDGENN_BUILD_TESTS=OFF -DEDGENN_BUILD_TOOLS=ON -DEDGENN_BUILD_EXAMPLES=OFF >/dev/null
   log "build $*"
   cmake --build "$BUILD" -j "$(nproc)" --target "$@"
 }
@@ -91,6 +97,31 @@ section_kernels() {
     ${EDGENN_BENCH_ARGS:-} >"$BUILD/kernels_console.txt"
   log "report -> docs/results/kernels.{json,md}"
   "$PYTHON" "$ROOT/tools/bench_report.py" "$raw" --json "$RESULTS/kernels.json" --md "$RESULTS/kernels.md"
+}
+
+# --- section: models --------------------------------------------------------------------------
+
+section_models() {
+  apt_install required nlohmann-json3-dev zlib1g-dev python3-torch python3-numpy
+  build_targets bench_models
+  log "run bench_models beside PyTorch (a few minutes)"
+  OMP_NUM_THREADS=2 /usr/bin/python3 "$ROOT/tools/bench_models.py" --engine "$BUILD/bench/bench_models" \
+    --min-time "${EDGENN_BENCH_MIN_TIME_MODELS:-1.0}" "$ROOT"/weights/*.safetensors
+}
+
+# --- section: load ----------------------------------------------------------------------------
+
+section_load() {
+  apt_install required nlohmann-json3-dev zlib1g-dev libzmq3-dev cppzmq-dev libsodium-dev libcli11-dev
+  build_targets edgenn-cloud-load
+  local model="$ROOT/weights/cloud_resnet20x2.safetensors"
+  [ -f "$model" ] || model="$ROOT/weights/resnet20_main.safetensors"
+  log "run edgenn-cloud-load with $(basename "$model") (clients 1,4,16,64; max-batch 1 and 32)"
+  "$BUILD/tools/edgenn-cloud-load" --model "$model" --clients 1,4,16,64 --max-batch 1,32 --workers 2 \
+    --seconds "${EDGENN_BENCH_LOAD_SECONDS:-3}" --json "$RESULTS/load.json" | tee "$RESULTS/load.md.tmp"
+  { echo "# Cloud server load benchmark"; echo; echo "Model: $(basename "$model"), 2 workers, loopback TCP, one image per request."
+    echo "Command: \`tools/bench.sh load\`"; echo; echo '```'; cat "$RESULTS/load.md.tmp"; echo '```'; } >"$RESULTS/load.md"
+  rm -f "$RESULTS/load.md.tmp"
 }
 
 # --- main -------------------------------------------------------------------------------------
