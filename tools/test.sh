@@ -19,7 +19,7 @@ set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-STAGES=(deps native sanitizers scalar aarch64 armhf cortex-m install golden)
+STAGES=(deps native sanitizers scalar aarch64 armhf cortex-m install golden parity)
 stage_help() {
   cat <<'EOF'
   deps        apt packages: host libraries, Python/PyTorch, cross compilers, qemu, arm-none-eabi
@@ -31,6 +31,8 @@ stage_help() {
   cortex-m    arm-none-eabi compile check (M4, M7), semihosted run under qemu-system-arm, no heap
   install     cmake --install + tests/consumer built against the prefix with find_package(edgenn)
   golden      tools/gen_golden.py --check: PyTorch recomputes the committed golden vectors
+  parity      weights/manifest.json matches the shipped files; every shipped model against PyTorch
+              on the full 10k test set (tools/parity_check.py with the native build's edgenn-eval)
 EOF
 }
 
@@ -211,6 +213,18 @@ stage_install() {
 stage_golden() {
   "$PY" -c 'import torch' 2>/dev/null || skip "$PY cannot import torch"
   "$PY" tools/gen_golden.py --check
+  if [[ -f tools/gen_golden_backward.py ]]; then "$PY" tools/gen_golden_backward.py --check; fi
+}
+
+stage_parity() {
+  "$PY" -c 'import torch' 2>/dev/null || skip "$PY cannot import torch"
+  "$PY" tools/manifest.py --check
+  local eval_bin="$BUILD/ci-native/tools/edgenn-eval"
+  if [[ ! -x "$eval_bin" ]]; then  # parity alone: build just the evaluator
+    configure "$BUILD/ci-native" -DEDGENN_NATIVE=ON
+    cmake --build "$BUILD/ci-native" --target edgenn-eval -- -j"$JOBS"
+  fi
+  "$PY" tools/parity_check.py --eval "$eval_bin" --threads "$JOBS"
 }
 
 # ---------------------------------------------------------------------------------------------
