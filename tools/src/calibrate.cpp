@@ -7,7 +7,9 @@
 // The default target is "as accurate as the cloud model alone on the validation split,
 // sending as few inputs as possible, at most --max-cloud-fraction". The test set is never
 // read.
+#include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include <CLI/CLI.hpp>
 
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
   std::string edge_path, cloud_path, out_path, data_dir = "/usr/share/datasets/fashion-mnist";
   std::string rule = "argmax_in_hard", check = "before_extension", unit = "nats", target_acc = "cloud";
   std::string energy_path;
-  double target_fraction = -1, max_fraction = 0.15;
+  double target_fraction = -1, max_fraction = 0.15, fixed_threshold = std::numeric_limits<double>::quiet_NaN();
   float mass_threshold = -1;
   int threads = 2;
   app.add_option("--edge", edge_path, "MEANet weights file")->required();
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--max-cloud-fraction", max_fraction, "cap on the cloud fraction when targeting accuracy")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--threshold", fixed_threshold, "use this cloud threshold T instead of choosing one (reports its point)");
   app.add_option("--energy", energy_path, "energy model JSON (for the reported estimates)");
   app.add_option("--threads", threads, "threads for the cloud model")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
@@ -91,7 +94,14 @@ int main(int argc, char** argv) {
     if (!(target.value > 0 && target.value <= 1))
       return std::fprintf(stderr, "edgenn-calibrate: --target-accuracy must be 'cloud' or in (0, 1]\n"), 2;
   }
-  const meanet::Choice choice = meanet::choose(points, target);
+  meanet::Choice choice = meanet::choose(points, target);
+  if (!std::isnan(fixed_threshold)) {
+    meanet::RouterConfig fixed = cfg;
+    fixed.entropy_threshold = float(fixed_threshold);
+    choice.point = meanet::evaluate(fixed, *obs, costs);
+    choice.point.threshold = float(fixed_threshold);
+    choice.target_met = false;
+  }
   cfg.entropy_threshold = choice.point.threshold;
   meanet::RouterConfig edge_only = cfg;
   edge_only.entropy_threshold = std::numeric_limits<float>::infinity();
@@ -116,6 +126,7 @@ int main(int argc, char** argv) {
                                       {"from", target_acc == "cloud" ? "cloud model validation accuracy" : "given"}}
                      : nlohmann::json{{"cloud_fraction", target.value}}},
       {"target_met", choice.target_met},
+      {"fixed_threshold", !std::isnan(fixed_threshold)},
       {"cloud_model", cloud_path.substr(cloud_path.find_last_of('/') + 1)},
       {"val_accuracy", p.accuracy()},
       {"val_exit_fractions", {p.fraction(meanet::Exit::main), p.fraction(meanet::Exit::extension), p.fraction(meanet::Exit::cloud)}},
