@@ -183,6 +183,15 @@ struct StridedRowsT : StridedRows {
   EDGENN_INLINE void operator()(int, const float* (&a)[MR]) const { fill(a); }
 };
 
+// Rows given as one pointer per tile row (one tap).
+template <int MR>
+struct PointerRows {
+  const float* p[MR];
+  EDGENN_INLINE void operator()(int, const float* (&a)[MR]) const {
+    for (int i = 0; i < MR; ++i) a[i] = p[i];
+  }
+};
+
 // Dense GEMM over a full matrix A [m][k] (row stride lda) into C [m][cols] (row stride ldc),
 // with optional residual R (row stride ldr; may equal C for accumulation).
 template <class Arch, int MR, int NV>
@@ -194,10 +203,10 @@ void gemm_panel_loop(int m, const float* a, index_t lda, const PackedWeights& pw
     const int nc = pw.cols - n0 < pw.nr ? pw.cols - n0 : pw.nr;
     for (int m0 = 0; m0 < m; m0 += MR) {
       const int mr = m - m0 < MR ? m - m0 : MR;
-      StridedRowsT<MR> rows;
-      rows.a0 = a + m0 * lda;
-      rows.lda = lda;
-      rows.mr = mr;
+      // Row pointers precomputed once per tile (recomputing a0 + i * lda inside the
+      // microkernel costs registers and makes GCC spill the weight vectors).
+      PointerRows<MR> rows;
+      for (int i = 0; i < MR; ++i) rows.p[i] = a + (m0 + (i < mr ? i : mr - 1)) * lda;
       TileOutput<MR> out;
       out.clamp = clamp;
       out.residual = r != nullptr;
