@@ -19,7 +19,7 @@ set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-STAGES=(deps native sanitizers scalar aarch64 armhf cortex-m install golden parity)
+STAGES=(deps native sanitizers scalar aarch64 armhf cortex-m install golden parity dist)
 stage_help() {
   cat <<'EOF'
   deps        apt packages: host libraries, Python/PyTorch, cross compilers, qemu, arm-none-eabi
@@ -28,11 +28,14 @@ stage_help() {
   scalar      EDGENN_SIMD_SCALAR=ON build (no xsimd), ctest
   aarch64     cross build for Raspberry Pi 64-bit, ctest under qemu-aarch64, NEON (neon64) required
   armhf       cross build for Raspberry Pi 32-bit (neon-vfpv4), ctest under qemu-arm, NEON required
-  cortex-m    arm-none-eabi compile check (M4, M7), semihosted run under qemu-system-arm, no heap
+  cortex-m    arm-none-eabi compile check (M4, M7), semihosted run under qemu-system-arm, no heap;
+              firmware example (MEANet, static arena) on M4/M7/M55 vs the host build, sizes, instructions
   install     cmake --install + tests/consumer built against the prefix with find_package(edgenn)
-  golden      tools/gen_golden.py --check: PyTorch recomputes the committed golden vectors
+  golden      tools/gen_golden{,_backward,_optim}.py --check: PyTorch recomputes the committed golden vectors
   parity      weights/manifest.json matches the shipped files; every shipped model against PyTorch
               on the full 10k test set (tools/parity_check.py with the native build's edgenn-eval)
+  dist        tiled distributed training: planner + in-process tiled steps vs single device, and the
+              MPI runtime under mpirun with 1, 2, 3, 4 and 6 ranks (K SGD steps = single-device weights)
 EOF
 }
 
@@ -179,7 +182,8 @@ cortex_m_core() {
   # 1. The plain compile check, exactly as a firmware project would compile the engine.
   arm-none-eabi-g++ "$@" "${CORTEX_M_CHECK_FLAGS[@]}" -I"$ROOT/include" \
     "$ROOT/tests/no_exceptions_check.cpp" -o "$out/no_exceptions_check.o"
-  arm-none-eabi-nm -C "$out/no_exceptions_check.o" | grep -q 'instantiate_all<edgenn::simd::scalar>' ||
+  # (grep -c reads all of nm's output: grep -q could exit first and fail the pipe with SIGPIPE)
+  arm-none-eabi-nm -C "$out/no_exceptions_check.o" | grep -c 'instantiate_all<edgenn::simd::scalar>' >/dev/null ||
     fail "$core: the kernels were not instantiated for the scalar backend"
   note "$core: compiles with $* ${CORTEX_M_CHECK_FLAGS[*]}"
   # 2. Linked into a semihosted program (tests/cortex_m) and run on qemu-system-arm; ctest also
@@ -191,9 +195,46 @@ cortex_m_core() {
   run_ctest "$dir" --timeout 60 -V |  # -V: show the heap report
     grep -vE '^(UpdateCTestConfiguration|Constructing a list|Done constructing|Updating test list|Added 0 tests|Checking test dependency)'
 }
+# The firmware example (examples/firmware): MEANet from the converter's header, static arena,
+# on the emulated board with -icount (SysTick then counts instructions), compared line by
+# line with the host build of the same model (firmware_host_reference), plus the heap check
+# and the size report. FIRMWARE_IMAGES test images.
+FIRMWARE_IMAGES=40
+firmware_host_output() {
+  local bin="$BUILD/ci-native/examples/firmware_host_reference"
+  [[ -f "$BUILD/ci-native/build.ninja" ]] || configure "$BUILD/ci-native" -DEDGENN_NATIVE=ON
+  cmake --build "$BUILD/ci-native" --target firmware_host_reference -- -j"$JOBS"
+  mkdir -p "$BUILD/ci-cortex-m"
+  "$bin" --model "$ROOT/weights/meanet_mcu.safetensors" --first 0 --count "$FIRMWARE_IMAGES" \
+    > "$BUILD/ci-cortex-m/firmware_host.txt"
+}
+# cortex_m_firmware <name> <qemu toolchain file> <qemu machine>
+cortex_m_firmware() {
+  local core=$1 toolchain=$2 machine=$3
+  local out="$BUILD/ci-cortex-m/$core" dir="$BUILD/ci-firmware-$core" rc=0
+  mkdir -p "$out"
+  cmake --fresh -S "$ROOT/examples/firmware" -B "$dir" "${CMAKE_GENERATOR_ARGS[@]}" \
+    -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/toolchains/$toolchain" -DCMAKE_BUILD_TYPE=Release \
+    -DEDGENN_FIRMWARE_IMAGES="$FIRMWARE_IMAGES" -DEDGENN_PYTHON="$PY"
+  build "$dir"
+  timeout --kill-after=10 300 qemu-system-arm -M "$machine" -nographic -semihosting-config enable=on,target=native \
+    -icount shift=0,align=off,sleep=off -kernel "$dir/meanet_firmware.elf" > "$out/firmware.txt" || rc=$?
+  [[ $rc -eq 0 ]] || { tail -5 "$out/firmware.txt"; fail "$core: the firmware exited with status $rc on $machine"; }
+  "$PY" "$ROOT/examples/firmware/compare.py" --firmware "$out/firmware.txt" --host "$BUILD/ci-cortex-m/firmware_host.txt" \
+    --label "firmware $core ($machine)" --json "$out/firmware_compare.json"
+  "$PY" "$ROOT/examples/firmware/size_report.py" --elf "$dir/meanet_firmware.elf" --map "$dir/meanet_firmware.map" \
+    --run "$out/firmware.txt" --json "$out/firmware_size.json"
+  run_ctest "$dir" -R firmware_meanet_no_heap -V | grep -E '^[0-9]+: |tests passed|Passed|Failed'
+}
+
 stage_cortex_m() {
   cortex_m_core m4 cortex-m4.cmake "${CORTEX_M4_FLAGS[@]}"
   cortex_m_core m7 cortex-m7.cmake "${CORTEX_M7_FLAGS[@]}"
+  "$PY" "$ROOT/examples/firmware/test_emit_header.py" "$ROOT/weights/meanet_mcu.safetensors"
+  firmware_host_output
+  cortex_m_firmware m4 cortex-m4.cmake mps2-an386
+  cortex_m_firmware m7 cortex-m7.cmake mps2-an500
+  cortex_m_firmware m55 cortex-m55.cmake mps3-an547
 }
 
 stage_install() {
@@ -213,7 +254,8 @@ stage_install() {
 stage_golden() {
   "$PY" -c 'import torch' 2>/dev/null || skip "$PY cannot import torch"
   "$PY" tools/gen_golden.py --check
-  if [[ -f tools/gen_golden_backward.py ]]; then "$PY" tools/gen_golden_backward.py --check; fi
+  "$PY" tools/gen_golden_backward.py --check
+  "$PY" tools/gen_golden_optim.py --check
 }
 
 stage_parity() {
@@ -225,6 +267,19 @@ stage_parity() {
     cmake --build "$BUILD/ci-native" --target edgenn-eval -- -j"$JOBS"
   fi
   "$PY" tools/parity_check.py --eval "$eval_bin" --threads "$JOBS"
+}
+# Tiled distributed training (include/edgenn/dist/, docs/tiled_training.md): the planner and
+# simulator suites and the MPI exactness tests (ctest label dist) with OpenMPI from Debian.
+stage_dist() {
+  have mpiexec || fail "mpiexec not found (apt package openmpi-bin)"
+  configure "$BUILD/ci-dist"
+  grep -q 'test_dist_mpi' "$BUILD/ci-dist/build.ninja" || fail "CMake did not find MPI (libopenmpi-dev)"
+  local targets=(test_dist_plan test_dist_mpi)
+  # The example's loss-curve check (needs CLI11 and the Fashion-MNIST package).
+  grep -q 'build examples/tiled_train:' "$BUILD/ci-dist/build.ninja" && targets+=(tiled_train)
+  cmake --build "$BUILD/ci-dist" --target "${targets[@]}" -- -j"$JOBS"
+  # mpirun refuses root without these (CI containers run as root).
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run_ctest "$BUILD/ci-dist" -R '^dist' -j 1
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -720,13 +720,13 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
 
 template <class Arch, int MR, int NV, bool AllInside>
 EDGENN_INLINE void small_input_pixels(const float* xd, index_t x_pixel, index_t x_step, const index_t (&off)[MR],
-                                      const bool (&inside)[MR], const float* g, index_t g_step, int count,
-                                      simd::Vec<Arch> (&acc)[MR][NV]) {
+                                      const bool (&inside)[MR], const float* g, const index_t (&g_off)[NV],
+                                      index_t g_step, int count, simd::Vec<Arch> (&acc)[MR][NV]) {
   using V = simd::Vec<Arch>;
   for (int p = 0; p < count; ++p, x_pixel += x_step, g += g_step) {
     V gv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) gv[v] = V::load(g + v * V::size);
+    for (int v = 0; v < NV; ++v) gv[v] = V::load(g + g_off[v]);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       const V b = (AllInside || inside[i]) ? V::broadcast(xd[x_pixel + off[i]]) : V::zero();
@@ -763,6 +763,9 @@ void conv2d_weight_grad_small_input(const LocalWindow& lw, int groups, ConstTens
         runs.sort_cuts();
         for (int j0 = 0; j0 < cvec; j0 += NV) {
           const int nvv = cvec - j0 < NV ? cvec - j0 : NV;
+          // Vectors past the last one re-read it (their sums are never stored): no read beyond dY.
+          index_t g_off[NV];
+          for (int v = 0; v < NV; ++v) g_off[v] = index_t(v < nvv ? v : nvv - 1) * VL;
           V acc[MR][NV];
 #pragma GCC unroll 12
           for (int i = 0; i < MR; ++i)
@@ -787,9 +790,9 @@ void conv2d_weight_grad_small_input(const LocalWindow& lw, int groups, ConstTens
               const float* gp = dy.pixel(b, oy, s0) + g * cout_g + j0 * VL;
               const index_t x_step = index_t(lw.sw) * x.stride_w;
               if (all) {
-                small_input_pixels<Arch, MR, NV, true>(x.data, x_pixel, x_step, off, inside, gp, dy.stride_w, s1 - s0, acc);
+                small_input_pixels<Arch, MR, NV, true>(x.data, x_pixel, x_step, off, inside, gp, g_off, dy.stride_w, s1 - s0, acc);
               } else {
-                small_input_pixels<Arch, MR, NV, false>(x.data, x_pixel, x_step, off, inside, gp, dy.stride_w, s1 - s0, acc);
+                small_input_pixels<Arch, MR, NV, false>(x.data, x_pixel, x_step, off, inside, gp, g_off, dy.stride_w, s1 - s0, acc);
               }
             }
           }

@@ -1,0 +1,342 @@
+// Trainable layers: a tiny ResNet in training mode against PyTorch autograd and torch.optim
+// (tests/golden/optim/net/, tools/gen_golden_optim.py), a whole BasicBlock against finite
+// differences, for every backend.
+#include <algorithm>
+#include <filesystem>
+#include <unistd.h>
+#include <cstring>
+#include <random>
+
+#include "edgenn/io/safetensors.hpp"
+#include "edgenn/kernels/loss.hpp"
+#include "edgenn/train.hpp"
+#include "support/test_support.hpp"
+
+using namespace edgenn;
+
+namespace {
+
+std::vector<float> get(const io::SafeTensors& st, const std::string& name) {
+  auto r = st.f32(name);
+  REQUIRE_MESSAGE(r.ok(), name, ": ", r.error());
+  return *r;
+}
+
+double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, std::fabs(double(a[i]) - b[i]) / std::max(1.0, std::fabs(double(b[i]))));
+  return m;
+}
+
+struct Ws {
+  std::vector<unsigned char> mem;
+  Workspace ws;
+  explicit Ws(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
+};
+
+template <class Arch>
+nn::Classifier<Arch> tiny_resnet() {
+  nn::Classifier<Arch> c;
+  c.features.add(nn::make_conv_bn<Arch>("conv1", "bn1", 1, 4, 3, 1, 1, Activation::relu));
+  c.features.add(nn::BasicBlock<Arch>::make("layer.0", 4, 8, 2));
+  c.features.add(nn::BasicBlock<Arch>::make("layer.1", 8, 8, 1));
+  c.head.name = "fc";
+  c.head.in_features = 8;
+  c.head.out_features = 3;
+  c.head.allocate();
+  return c;
+}
+
+template <class Arch>
+void tiny_resnet_vs_pytorch() {
+  auto loaded = io::SafeTensors::load(std::string(EDGENN_SOURCE_DIR) + "/tests/golden/optim/net/tiny_resnet.safetensors");
+  REQUIRE_MESSAGE(loaded.ok(), loaded.error());
+  const io::SafeTensors& st = *loaded;
+  nn::Classifier<Arch> model = tiny_resnet<Arch>();
+  std::vector<nn::ParamRef> refs;
+  model.visit_layers([&](auto& l) { l.visit_params([&](const nn::ParamRef& r) { refs.push_back(r); }); });
+  for (auto& r : refs) *r.data = get(st, "init." + r.name);
+
+  train::ClassifierTrain<Arch> tr;
+  REQUIRE(tr.bind(model).is_ok());
+  std::vector<train::ParamSlot> slots;
+  tr.visit_slots([&](const train::ParamSlot& s) { slots.push_back(s); });
+  CHECK(slots.size() == 20);  // 6 ConvBNs x (weight, gamma, beta) + fc weight, bias
+  train::SgdConfig sc;
+  sc.momentum = 0.9;
+  sc.weight_decay = 5e-4;
+  train::Sgd opt(slots, sc);
+
+  const Shape in{5, 7, 7, 1};
+  Ws ws(tr.workspace_bytes(in));
+  for (int step = 0; step < 2; ++step) {
+    auto x = get(st, "x" + std::to_string(step));
+    const io::TensorInfo* yi = st.find("y" + std::to_string(step));
+    REQUIRE(yi);
+    std::vector<int> y(5);
+    std::memcpy(y.data(), st.bytes(*yi), y.size() * sizeof(int));
+    std::vector<float> logits(15), dlogits(15);
+    const ConstTensor xv = ConstTensor::dense(x.data(), in);
+    REQUIRE(tr.forward(xv, logits.data(), 3, ws.ws).is_ok());
+    float loss = 0;
+    REQUIRE(kernels::softmax_cross_entropy(5, 3, logits.data(), 3, y.data(), 0.0f, &loss, dlogits.data(), 3).is_ok());
+    REQUIRE(tr.backward(xv, dlogits.data(), 3, ws.ws).is_ok());
+    if (step == 0) {
+      CHECK(max_rel_err(logits, get(st, "logits0")) < 1e-5);
+      CHECK(std::fabs(loss - get(st, "loss0")[0]) < 1e-5);
+      for (const auto& s : slots) {
+        const std::vector<float> g(s.grad, s.grad + s.size);
+        const double err = max_rel_err(g, get(st, "grad." + s.name));
+        CHECK_MESSAGE(err < 2e-5, s.name, ": gradient max relative error ", err);
+      }
+    }
+    REQUIRE(opt.step(train::cosine_lr(0.1, 0, step, 2, 1)).is_ok());
+  }
+  for (auto& r : refs) {
+    const double err = max_rel_err(*r.data, get(st, "final." + r.name));
+    CHECK_MESSAGE(err < 2e-5, r.name, ": after two steps, max relative error ", err);
+  }
+}
+
+// L = Σ r·block(x); analytic dL/dparams and dL/dx against central differences.
+template <class Arch>
+void basic_block_finite_differences() {
+  nn::BasicBlock<Arch> blk = nn::BasicBlock<Arch>::make("b", 3, 5, 2);
+  // Smooth block (no ReLU): a kink within ±h of a pre-activation would make the difference
+  // quotient meaningless; the ReLU paths are checked against PyTorch autograd above.
+  blk.conv1.p.activation = Activation::none;
+  blk.conv2.p.activation = Activation::none;
+  std::mt19937 gen(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> ud(0.5f, 1.5f);
+  blk.visit_layers([&](nn::ConvBN<Arch>& l) {
+    for (auto& w : l.weight) w = 0.4f * nd(gen);
+    for (auto& g : l.gamma) g = ud(gen);
+    for (auto& b : l.beta) b = 0.1f * nd(gen);
+  });
+  const Shape in{3, 5, 6, 3};
+  const Shape out = blk.output_shape(in);
+  std::vector<float> x(std::size_t(in.size())), r(std::size_t(out.size()));
+  for (auto& v : x) v = nd(gen);
+  for (auto& v : r) v = nd(gen);
+
+  train::BasicBlockTrain<Arch> tr;
+  REQUIRE(tr.bind(blk, false).is_ok());
+  Ws ws(tr.workspace_bytes(in));
+  std::vector<float> y(std::size_t(out.size())), dy, dx(x.size());
+  auto loss = [&]() {
+    REQUIRE(tr.forward(ConstTensor::dense(x.data(), in), Tensor::dense(y.data(), out), ws.ws).is_ok());
+    double s = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) s += double(r[i]) * y[i];
+    return s;
+  };
+  (void)loss();
+  dy = r;
+  REQUIRE(tr.backward(ConstTensor::dense(x.data(), in), ConstTensor::dense(y.data(), out), Tensor::dense(dy.data(), out),
+                      Tensor::dense(dx.data(), in), false, ws.ws)
+              .is_ok());
+  std::vector<train::ParamSlot> slots;
+  tr.visit_slots([&](const train::ParamSlot& s) { slots.push_back(s); });
+  slots.push_back(train::ParamSlot{"x", x.data(), dx.data(), x.size(), false});
+  std::vector<std::vector<float>> analytic;
+  for (const auto& s : slots) analytic.emplace_back(s.grad, s.grad + s.size);
+  const float h = 1e-2f;
+  int checked = 0;
+  for (std::size_t k = 0; k < slots.size(); ++k) {
+    const auto& s = slots[k];
+    for (std::size_t j = 0; j < s.size; j += 1 + s.size / 7) {
+      const float v = s.value[j];
+      s.value[j] = v + h;
+      const double lp = loss();
+      s.value[j] = v - h;
+      const double lm = loss();
+      s.value[j] = v;
+      const double fd = (lp - lm) / (double(v + h) - double(v - h)), an = analytic[k][j];
+      ++checked;
+      // Float forward: the quotient at h = 1e-2 carries ~1e-3 of rounding noise (and O(h²) error).
+      CHECK_MESSAGE(std::fabs(fd - an) < 1e-2 * std::max(1.0, std::fabs(an)), s.name, "[", j,
+                    "]: finite difference ", fd, " analytic ", an);
+    }
+  }
+  CHECK(checked > 40);
+}
+
+// Synthetic 3-class images: a bright 4x4 square whose position is the class, plus noise.
+io::ImageSet synthetic_set(int count, std::uint32_t seed) {
+  io::ImageSet s;
+  s.count = count;
+  s.height = s.width = 10;
+  s.pixels.resize(std::size_t(count) * 100);
+  s.labels.resize(std::size_t(count));
+  std::mt19937 gen(seed);
+  for (int i = 0; i < count; ++i) {
+    const int c = int(gen() % 3);
+    s.labels[std::size_t(i)] = static_cast<unsigned char>(c);
+    unsigned char* im = s.pixels.data() + std::size_t(i) * 100;
+    for (int k = 0; k < 100; ++k) im[k] = static_cast<unsigned char>(gen() % 60);
+    const int oy = c == 0 ? 1 : c == 1 ? 5 : 1, ox = c == 0 ? 1 : c == 1 ? 3 : 5;
+    for (int y = 0; y < 4; ++y)
+      for (int x = 0; x < 4; ++x) im[(oy + y) * 10 + ox + x] = static_cast<unsigned char>(180 + gen() % 60);
+  }
+  return s;
+}
+
+// A tiny ResNet with PyTorch's default-style uniform init from a seed, and its training state.
+template <class Arch>
+struct TinySetup {
+  nn::Classifier<Arch> model = tiny_resnet<Arch>();
+  train::ClassifierTrain<Arch> tr;
+  std::vector<train::ParamSlot> slots;
+  std::vector<train::StateRef> state;
+  std::vector<float> logits, dlogits;
+  std::unique_ptr<Ws> ws;
+
+  explicit TinySetup(int batch) {
+    std::mt19937 gen(42);
+    model.visit_layers([&](auto& l) {
+      l.visit_params([&](const nn::ParamRef& r) {
+        if (!r.trainable || r.shape.size() == 1) return;
+        int fan_in = 1;
+        for (std::size_t d = 1; d < r.shape.size(); ++d) fan_in *= r.shape[d];
+        std::uniform_real_distribution<float> u(-1.0f / std::sqrt(float(fan_in)), 1.0f / std::sqrt(float(fan_in)));
+        for (auto& v : *r.data) v = u(gen);
+      });
+    });
+    REQUIRE(tr.bind(model).is_ok());
+    tr.visit_slots([&](const train::ParamSlot& s) { slots.push_back(s); });
+    model.visit_layers([&](auto& l) {
+      l.visit_params([&](const nn::ParamRef& r) {
+        if (!r.trainable) state.push_back(train::StateRef{r.name, r.data});
+      });
+    });
+    ws = std::make_unique<Ws>(tr.workspace_bytes(Shape{batch, 10, 10, 1}));
+    logits.resize(std::size_t(batch) * 3);
+    dlogits.resize(logits.size());
+  }
+  train::Trainer::StepFn step() {
+    return [this](ConstTensor x, const int*, const int* labels, int n, float* loss, int* correct) -> Status {
+      EDGENN_TRY(tr.forward(x, logits.data(), 3, ws->ws));
+      EDGENN_TRY(kernels::softmax_cross_entropy(n, 3, logits.data(), 3, labels, 0.0f, loss, dlogits.data(), 3));
+      *correct = 0;
+      for (int b = 0; b < n; ++b) {
+        const float* z = logits.data() + 3 * b;
+        *correct += int(std::max_element(z, z + 3) - z) == labels[b];
+      }
+      return tr.backward(x, dlogits.data(), 3, ws->ws);
+    };
+  }
+  std::vector<float> snapshot() {
+    std::vector<float> all;
+    model.visit_layers([&](auto& l) {
+      l.visit_params([&](const nn::ParamRef& r) { all.insert(all.end(), r.data->begin(), r.data->end()); });
+    });
+    return all;
+  }
+};
+
+train::TrainSet whole(const io::ImageSet& s) {
+  train::TrainSet t;
+  t.images = &s;
+  for (int i = 0; i < s.count; ++i) {
+    t.index.push_back(i);
+    t.labels.push_back(s.labels[std::size_t(i)]);
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("trainer: a stopped and resumed run gives the same weights bit for bit", Arch, EDGENN_TEST_ARCHS) {
+  const io::ImageSet data = synthetic_set(90, 5);
+  const train::TrainSet set = whole(data);
+  train::TrainerConfig cfg;
+  cfg.epochs = 3;
+  cfg.batch = 16;  // 6 steps per epoch, the last one partial
+  cfg.lr = 0.05;
+  cfg.mean = 0.2f;
+  cfg.stddev = 0.3f;
+  cfg.seed = 9;
+  cfg.progress = false;
+  TinySetup<Arch> ref(cfg.batch);
+  train::Trainer a(cfg, ref.slots, ref.state);
+  REQUIRE(a.run(set, ref.step()).ok());
+  REQUIRE(a.finished());
+  REQUIRE(a.global_step() == 18);
+  const std::vector<float> expect = ref.snapshot();
+
+  const std::string ckpt = (std::filesystem::temp_directory_path() /
+                            ("edgenn_test_resume_" + std::to_string(getpid()) + ".safetensors"))
+                               .string();
+  for (const std::int64_t stop : {std::int64_t(4), std::int64_t(6), std::int64_t(13)}) {
+    CAPTURE(stop);
+    std::filesystem::remove(ckpt);
+    cfg.checkpoint = ckpt;
+    cfg.checkpoint_every = 5;
+    {
+      TinySetup<Arch> first(cfg.batch);  // the "killed" process
+      train::TrainerConfig c1 = cfg;
+      c1.stop_after = stop;
+      train::Trainer t(c1, first.slots, first.state);
+      REQUIRE(!*t.resume());
+      REQUIRE(t.run(set, first.step()).ok());
+      CHECK(!t.finished());
+      CHECK(t.global_step() == stop);
+    }
+    TinySetup<Arch> second(cfg.batch);  // a new process: fresh init, then the checkpoint
+    train::Trainer t(cfg, second.slots, second.state);
+    auto r = t.resume();
+    REQUIRE_MESSAGE(r.ok(), r.error());
+    REQUIRE(*r);
+    REQUIRE(t.run(set, second.step()).ok());
+    CHECK(t.finished());
+    const std::vector<float> got = second.snapshot();
+    REQUIRE(got.size() == expect.size());
+    CHECK(std::memcmp(got.data(), expect.data(), got.size() * sizeof(float)) == 0);
+  }
+  std::filesystem::remove(ckpt);
+}
+
+TEST_CASE_TEMPLATE("trainer: a short training converges", Arch, EDGENN_TEST_ARCHS) {
+  const io::ImageSet train_data = synthetic_set(240, 1), val_data = synthetic_set(90, 2);
+  train::TrainerConfig cfg;
+  cfg.epochs = 4;
+  cfg.batch = 24;
+  cfg.lr = 0.1;
+  cfg.pad = 1;
+  cfg.flip = false;
+  cfg.mean = 0.2f;
+  cfg.stddev = 0.3f;
+  cfg.progress = false;
+  TinySetup<Arch> s(cfg.batch);
+  // Validation in eval mode: BN folded with the running statistics the training kept.
+  auto eval = [&]() {
+    nn::Classifier<Arch> m = s.model;
+    REQUIRE(m.prepare().is_ok());
+    std::vector<float> x(100), z(3);
+    Ws ws(m.workspace_bytes(Shape{1, 10, 10, 1}));
+    int correct = 0;
+    for (int i = 0; i < val_data.count; ++i) {
+      for (int k = 0; k < 100; ++k) x[std::size_t(k)] = (val_data.image(i)[k] / 255.0f - cfg.mean) / cfg.stddev;
+      REQUIRE(m.forward(ConstTensor::dense(x.data(), Shape{1, 10, 10, 1}), z.data(), 3, ws.ws).is_ok());
+      correct += int(std::max_element(z.begin(), z.end()) - z.begin()) == val_data.labels[std::size_t(i)];
+    }
+    return double(correct) / val_data.count;
+  };
+  train::Trainer t(cfg, s.slots, s.state);
+  REQUIRE(t.run(whole(train_data), s.step(), eval).ok());
+  const auto& h = t.history();
+  REQUIRE(h.size() == 4);
+  CHECK(h.back().loss < 0.5 * h.front().loss);
+  CHECK(h.back().train_acc > 0.9);
+  CHECK(h.back().val_acc > 0.9);
+}
+
+TEST_CASE_TEMPLATE("tiny ResNet training step matches PyTorch autograd and SGD", Arch, EDGENN_TEST_ARCHS) {
+  tiny_resnet_vs_pytorch<Arch>();
+}
+
+TEST_CASE_TEMPLATE("BasicBlock gradients match finite differences", Arch, EDGENN_TEST_ARCHS) {
+  basic_block_finite_differences<Arch>();
+}
