@@ -1,5 +1,8 @@
 // edgenn-train: training on the device with the engine's own kernels.
 //
+//   edgenn-train resnet --out resnet20_engine.safetensors [--depth 20 --width 16 --epochs 40 ...]
+//
+// trains the main block from scratch (tools/train_reference.py's `main` recipe), and
 //   edgenn-train meanet --main weights/resnet20_main.safetensors --cloud weights/cloud_resnet20x2.safetensors
 //                       --out meanet_edge.safetensors [--epochs 10 --lr 0.05 --batch 128 ...]
 //
@@ -36,6 +39,11 @@ void init_default(std::vector<float>& v, int fan_in, std::mt19937_64& rng) {
   const double bound = 1.0 / std::sqrt(double(fan_in));
   for (auto& x : v) x = float((double(rng() >> 11) * 0x1.0p-53 * 2.0 - 1.0) * bound);
 }
+
+// Fashion-MNIST, as tools/pyref/data.py (normalisation constants, class names).
+constexpr float kFashionMean = 0.2860f, kFashionStd = 0.3530f;
+const std::vector<std::string> kFashionClasses = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                  "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 struct Batches {
   const io::ImageSet& set;
@@ -79,6 +87,16 @@ std::vector<double> per_class_accuracy(const nn::Classifier<Arch>& c, const io::
   std::vector<double> acc(static_cast<std::size_t>(classes));
   for (int k = 0; k < classes; ++k) acc[std::size_t(k)] = count[std::size_t(k)] ? double(correct[std::size_t(k)]) / count[std::size_t(k)] : 0.0;
   return acc;
+}
+
+// Overall accuracy: per-class accuracies weighted by the class counts of the split.
+double overall_accuracy(const nn::Classifier<Arch>& c, const io::InputSpec& in, const io::ImageSet& s, int classes) {
+  const auto acc = per_class_accuracy(c, in, s, classes);
+  std::vector<int> count(static_cast<std::size_t>(classes));
+  for (int i = 0; i < s.count; ++i) ++count[std::size_t(s.labels[std::size_t(i)])];
+  double correct = 0;
+  for (int k = 0; k < classes; ++k) correct += acc[std::size_t(k)] * count[std::size_t(k)];
+  return s.count ? correct / s.count : 0.0;
 }
 
 // Accuracy of the extension classifier on the samples whose true class is hard (inference
@@ -368,10 +386,114 @@ int run_meanet(const std::string& main_path, const std::string& cloud_path, cons
   return 0;
 }
 
+// The main block from scratch: a CIFAR-style ResNet on the whole training split (minus the
+// validation images), tools/train_reference.py's `main` recipe (SGD momentum 0.9, lr 0.1
+// cosine per step, weight decay 5e-4, batch 128, random crop pad 2 and flip, 40 epochs);
+// conv weights kaiming-normal (fan_out, ReLU gain) as the reference, BN identity, the linear
+// layer PyTorch's default. Written with BN unfolded (the loader folds it).
+int run_resnet(int depth, int width, const std::string& out_path, const std::string& data_dir, train::TrainerConfig tc,
+               int max_train) {
+  const auto started = std::chrono::steady_clock::now();
+  auto tr_set = io::load_fashion_mnist(data_dir, io::Split::train);
+  auto va_set = io::load_fashion_mnist(data_dir, io::Split::val);
+  auto te_set = io::load_fashion_mnist(data_dir, io::Split::test);
+  if (!tr_set || !va_set || !te_set) return fail_msg("cannot read Fashion-MNIST from " + data_dir);
+  nn::ResNetCifarConfig cfg;
+  cfg.depth = depth;
+  cfg.width = width;
+  if (Status st = cfg.validate(); !st) return fail_msg(st.message());
+  nn::Classifier<Arch> model = nn::build_resnet_cifar<Arch>(cfg);
+  const int C = model.num_classes();
+  io::InputSpec in;
+  in.mean = {kFashionMean};
+  in.std = {kFashionStd};
+  std::mt19937_64 init_rng(tc.seed * 1000003u + 29u);
+  model.features.visit_layers([&](nn::ConvBN<Arch>& l) {
+    // kaiming_normal_(mode="fan_out", nonlinearity="relu"): N(0, 2 / (cout·kh·kw)).
+    std::normal_distribution<double> nd(0.0, std::sqrt(2.0 / (double(l.cout) * l.p.taps())));
+    for (auto& w : l.weight) w = float(nd(init_rng));
+  });
+  init_default(model.head.weight, model.head.in_features, init_rng);
+  init_default(model.head.bias, model.head.in_features, init_rng);
+
+  train::TrainSet set;
+  set.images = &*tr_set;
+  for (int i = 0; i < tr_set->count && (max_train <= 0 || i < max_train); ++i) {
+    set.index.push_back(i);
+    set.labels.push_back(tr_set->labels[std::size_t(i)]);
+  }
+  train::ClassifierTrain<Arch> ct;
+  if (Status st = ct.bind(model, false); !st) return fail_msg(st.message());
+  std::vector<train::ParamSlot> slots;
+  ct.visit_slots([&](const train::ParamSlot& sl) { slots.push_back(sl); });
+  std::vector<train::StateRef> state;
+  model.features.visit_layers([&](nn::ConvBN<Arch>& l) {
+    if (l.has_bn()) {
+      state.push_back({l.bn_name + ".running_mean", &l.running_mean});
+      state.push_back({l.bn_name + ".running_var", &l.running_var});
+    }
+  });
+  std::vector<unsigned char> wsmem(ct.workspace_bytes(in.shape(tc.batch)) + kAlignment);
+  Workspace ws(wsmem.data(), wsmem.size());
+  std::vector<float> logits(std::size_t(tc.batch) * C), dlogits(logits.size());
+  auto step = [&](ConstTensor x, const int*, const int* labels, int n, float* loss, int* correct) -> Status {
+    EDGENN_TRY(ct.forward(x, logits.data(), C, ws));
+    EDGENN_TRY(kernels::softmax_cross_entropy(n, C, logits.data(), C, labels, 0.0f, loss, dlogits.data(), C));
+    *correct = 0;
+    for (int i = 0; i < n; ++i) {
+      const float* z = logits.data() + std::size_t(i) * C;
+      *correct += int(std::max_element(z, z + C) - z) == labels[i];
+    }
+    return ct.backward(x, dlogits.data(), C, ws);
+  };
+  // Evaluation on a copy with BN folded from the running statistics (the inference path).
+  auto accuracy = [&](const io::ImageSet& split) {
+    nn::Classifier<Arch> m = model;
+    if (!m.prepare()) return -1.0;
+    return overall_accuracy(m, in, split, C);
+  };
+  tc.mean = in.mean[0];
+  tc.stddev = in.std[0];
+  train::Trainer trainer(tc, slots, state);
+  auto resumed = trainer.resume();
+  if (!resumed) return fail_msg(resumed.error());
+  if (*resumed) std::fprintf(stderr, "resumed from %s at step %lld\n", tc.checkpoint.c_str(), (long long)trainer.global_step());
+  std::fprintf(stderr, "resnet_cifar depth %d width %d: %d training images, %zu parameter tensors\n", depth, width,
+               set.size(), slots.size());
+  const auto t_train = std::chrono::steady_clock::now();
+  if (auto o = trainer.run(set, step, [&] { return accuracy(*va_set); }); !o) return fail_msg(o.error());
+  const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_train).count();
+  if (!trainer.finished()) {
+    std::fprintf(stderr, "stopped at step %lld (checkpoint %s)\n", (long long)trainer.global_step(), tc.checkpoint.c_str());
+    return 0;
+  }
+  const double val = accuracy(*va_set), test = accuracy(*te_set);
+  std::printf("resnet_cifar: val %.4f test %.4f (%d epochs, %.0f s training in this process)\n", val, test, tc.epochs,
+              train_s);
+  io::ModelInfo info;
+  info.arch = "resnet_cifar";
+  info.input = in;
+  info.classes = kFashionClasses;
+  info.hparams = {{"depth", depth}, {"width", width}, {"in_ch", 1}, {"num_classes", C}};
+  nlohmann::json hist = nlohmann::json::array();
+  for (const auto& h : trainer.history())
+    hist.push_back({{"epoch", h.epoch}, {"loss", h.loss}, {"train_acc", h.train_acc}, {"val_acc", h.val_acc}, {"seconds", h.seconds}});
+  info.provenance = {{"trained_by", "edgenn-train resnet (from scratch on the engine)"},
+                     {"recipe", {{"epochs", tc.epochs}, {"lr", tc.lr}, {"batch", tc.batch}, {"wd", tc.sgd.weight_decay},
+                                 {"momentum", tc.sgd.momentum}, {"pad", tc.pad}, {"flip", tc.flip}, {"seed", tc.seed}}},
+                     {"val_accuracy", val},
+                     {"test_accuracy", test},
+                     {"history", hist},
+                     {"wall_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}};
+  if (auto ok = io::save_model(out_path, info, model); !ok) return fail_msg(ok.error());
+  std::printf("wrote %s\n", out_path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train on the device with edgenn (MEANet stages B and C)"};
+  CLI::App app{"Train on the device with edgenn: MEANet stages B and C, or the main ResNet from scratch"};
   app.require_subcommand(1);
   std::string main_path, cloud_path, out_path, data_dir = "/usr/share/datasets/fashion-mnist", checkpoint;
   double hard_fraction = 0.5;
@@ -394,9 +516,31 @@ int main(int argc, char** argv) {
   mn->add_option("--checkpoint-every", tc.checkpoint_every);
   mn->add_option("--stop-after", tc.stop_after, "stop after this many steps (with a checkpoint)");
   mn->add_option("--max-train", max_train, "use at most this many hard-class training samples (smoke tests)");
+  // resnet: its own defaults (the reference's `main` preset), the same trainer options.
+  train::TrainerConfig rc = tc;
+  rc.epochs = 40;
+  rc.lr = 0.1;
+  int depth = 20, width = 16;
+  auto* rn = app.add_subcommand("resnet", "the main block from scratch (CIFAR-style ResNet on Fashion-MNIST)");
+  rn->add_option("--out", out_path, "output weights file (BN unfolded)")->required();
+  rn->add_option("--depth", depth, "6n+2");
+  rn->add_option("--width", width, "channels of the first stage");
+  rn->add_option("--data", data_dir, "Fashion-MNIST directory");
+  rn->add_option("--epochs", rc.epochs)->check(CLI::Range(1, 1000));
+  rn->add_option("--lr", rc.lr);
+  rn->add_option("--wd", rc.sgd.weight_decay);
+  rn->add_option("--batch", rc.batch)->check(CLI::Range(2, 4096));
+  rn->add_option("--pad", rc.pad)->check(CLI::Range(0, 8));
+  rn->add_option("--flip", rc.flip);
+  rn->add_option("--seed", rc.seed);
+  rn->add_option("--checkpoint", checkpoint, "checkpoint file (written every epoch and --checkpoint-every steps; resumed if present)");
+  rn->add_option("--checkpoint-every", rc.checkpoint_every);
+  rn->add_option("--stop-after", rc.stop_after, "stop after this many steps (with a checkpoint)");
+  rn->add_option("--max-train", max_train, "use at most this many training images (smoke tests)");
   CLI11_PARSE(app, argc, argv);
-  tc.checkpoint = checkpoint;
-  tc.progress = true;
+  tc.checkpoint = rc.checkpoint = checkpoint;
+  tc.progress = rc.progress = true;
   if (mn->parsed()) return run_meanet(main_path, cloud_path, out_path, data_dir, hard_fraction, tc, max_train);
+  if (rn->parsed()) return run_resnet(depth, width, out_path, data_dir, rc, max_train);
   return 2;
 }
