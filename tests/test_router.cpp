@@ -144,7 +144,7 @@ TEST_CASE("calibration picks the cheapest point reaching the target, or the best
   CHECK(c.point.fraction(Exit::cloud) == 0.0);
 }
 
-TEST_CASE("router configuration survives JSON; bad values are named") {
+TEST_CASE("router configuration survives JSON and bad values are named") {
   RouterConfig cfg;
   cfg.hard_rule = HardRule::hard_mass;
   cfg.hard_mass_threshold = 0.3f;
