@@ -30,10 +30,11 @@ PRESETS = {
     # The edge main block: ResNet-20 (n=3) at base width 16.
     "main": dict(arch="resnet_cifar", hparams=dict(depth=20, width=16, in_ch=1, num_classes=10),
                  epochs=40, lr=0.1, wd=5e-4, batch=128, pad=2, flip=True),
-    # The cloud model: a 2x wider ResNet-20 (4x the MACs of the main block). 15 epochs keep
-    # the run near an hour on 2 cores.
+    # The cloud model: a 2x wider ResNet-20 (4x the MACs of the main block), 40 epochs with
+    # random erasing (p 0.5) on top of crop + flip: the 15-epoch run without erasing (94.27%
+    # test) was not more accurate than the main block, so the cloud had nothing to add.
     "cloud": dict(arch="resnet_cifar", hparams=dict(depth=20, width=32, in_ch=1, num_classes=10),
-                  epochs=15, lr=0.1, wd=5e-4, batch=128, pad=2, flip=True),
+                  epochs=40, lr=0.1, wd=5e-4, batch=128, pad=2, flip=True, erase=0.5),
     # Alternative main block: MobileNetV2 x0.5, stride-1 stem, downsampling 28 -> 14 -> 7.
     "mbv2": dict(arch="mobilenet_v2",
                  hparams=dict(width_mult=0.5, stem_channels=32, stem_stride=1, last_channel=640,
@@ -108,6 +109,7 @@ def main():
     ap.add_argument("--wd", type=float)
     ap.add_argument("--pad", type=int, help="random-crop padding (meanet: augments the adaptive block's input only)")
     ap.add_argument("--flip", type=int, choices=(0, 1))
+    ap.add_argument("--erase", type=float, help="random-erasing probability (0 = off)")
     ap.add_argument("--label-smoothing", type=float)
     ap.add_argument("--init-from-main", type=int, choices=(0, 1),
                     help="meanet: start the adaptive block from the main block's matching layers")
@@ -117,10 +119,11 @@ def main():
     args = ap.parse_args()
 
     cfg = dict(PRESETS[args.preset])
-    for k in ("epochs", "lr", "wd", "pad", "flip", "label_smoothing", "init_from_main"):
+    for k in ("epochs", "lr", "wd", "pad", "flip", "erase", "label_smoothing", "init_from_main"):
         if getattr(args, k) is not None:
             cfg[k] = getattr(args, k)
     cfg.setdefault("label_smoothing", 0.0)
+    cfg.setdefault("erase", 0.0)
     cfg.setdefault("init_from_main", 0)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -201,8 +204,8 @@ def main():
         for step in range(steps):
             idx = perm[step * cfg["batch"]:(step + 1) * cfg["batch"]]
             xb_u8 = x_tr[idx]
-            if cfg["pad"] or cfg["flip"]:
-                xb_u8 = data.augment(xb_u8, rng, cfg["pad"], cfg["flip"])
+            if cfg["pad"] or cfg["flip"] or cfg["erase"]:
+                xb_u8 = data.augment(xb_u8, rng, cfg["pad"], cfg["flip"], cfg["erase"])
             xb = torch.from_numpy(data.normalize(xb_u8)).contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(labels[idx])
             lr = cosine_lr(cfg["lr"], epoch, step, steps, cfg["epochs"])

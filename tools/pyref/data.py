@@ -64,11 +64,12 @@ def normalize(images_u8):
     return ((x - MEAN) / STD)[:, None, :, :]
 
 
-def augment(batch_u8, rng, pad=2, flip=True):
+def augment(batch_u8, rng, pad=2, flip=True, erase=0.0):
     """Random crop with zero padding (in pixel space, before normalisation) and horizontal flip.
 
     The same rule is implemented by the C++ trainer: offsets dy,dx uniform in [0, 2*pad],
-    flip with probability 1/2, drawn per image in that order.
+    flip with probability 1/2, drawn per image in that order. With erase > 0, random erasing
+    (Zhong et al. 2020) follows: see erase_random().
     """
     n, h, w = batch_u8.shape
     padded = np.zeros((n, h + 2 * pad, w + 2 * pad), dtype=np.uint8)
@@ -80,4 +81,24 @@ def augment(batch_u8, rng, pad=2, flip=True):
         dy, dx = offs[i]
         crop = padded[i, dy:dy + h, dx:dx + w]
         out[i] = crop[:, ::-1] if flips[i] else crop
+    if erase > 0:
+        erase_random(out, rng, erase)
     return out
+
+
+def erase_random(batch_u8, rng, prob, area=(0.02, 0.4), aspect=(0.3, 3.3)):
+    """Random erasing in place: with probability prob, one rectangle of each image (area a
+    uniform fraction of the image, log-uniform aspect ratio) is filled with uniform random
+    pixels. Used by the cloud recipe only (the C++ trainer's recipes do not erase)."""
+    n, h, w = batch_u8.shape
+    for i in range(n):
+        if rng.random() >= prob:
+            continue
+        for _ in range(10):  # retry when the rectangle does not fit
+            target = rng.uniform(*area) * h * w
+            ratio = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1])))
+            eh, ew = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+            if 0 < eh < h and 0 < ew < w:
+                y0, x0 = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+                batch_u8[i, y0:y0 + eh, x0:x0 + ew] = rng.integers(0, 256, size=(eh, ew), dtype=np.uint8)
+                break
