@@ -340,3 +340,110 @@ TEST_CASE_TEMPLATE("tiny ResNet training step matches PyTorch autograd and SGD",
 TEST_CASE_TEMPLATE("BasicBlock gradients match finite differences", Arch, EDGENN_TEST_ARCHS) {
   basic_block_finite_differences<Arch>();
 }
+
+namespace {
+
+// One step of `step_a` and `step_b` on the same batch: every gradient close (summation order
+// of the per-thread partial sums differs), and running statistics close.
+template <class Slots>
+void check_same_gradients(const Slots& a, const Slots& b, double tol) {
+  REQUIRE(a.size() == b.size());
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    CAPTURE(a[k].name);
+    REQUIRE(a[k].size == b[k].size);
+    const std::vector<float> ga(a[k].grad, a[k].grad + a[k].size), gb(b[k].grad, b[k].grad + b[k].size);
+    CHECK(max_rel_err(ga, gb) < tol);
+  }
+}
+
+template <class Step>
+std::vector<train::ParamSlot> slots_of(Step& s) {
+  std::vector<train::ParamSlot> v;
+  s.visit_slots([&](const train::ParamSlot& p) { v.push_back(p); });
+  return v;
+}
+
+bool same_bits(const std::vector<train::ParamSlot>& a, const std::vector<train::ParamSlot>& b) {
+  for (std::size_t k = 0; k < a.size(); ++k)
+    if (std::memcmp(a[k].grad, b[k].grad, a[k].size * sizeof(float)) != 0) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("threaded classifier training step equals the serial step", Arch, EDGENN_TEST_ARCHS) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const int batch : {7, 2}) {  // 3 threads: uneven ranges, and fewer items than threads
+    CAPTURE(batch);
+    TinySetup<Arch> serial(batch), threaded(batch), again(batch);
+    const Shape in{batch, 10, 10, 1};
+    std::vector<float> x(std::size_t(in.size()));
+    for (auto& v : x) v = nd(gen);
+    std::vector<int> labels(static_cast<std::size_t>(batch));
+    for (auto& l : labels) l = int(gen() % 3);
+    train::ClassifierStep<Arch> s1, s3, s3b;
+    REQUIRE(s1.bind(serial.model, in, batch, 1).is_ok());
+    REQUIRE(s3.bind(threaded.model, in, batch, 3).is_ok());
+    REQUIRE(s3b.bind(again.model, in, batch, 3).is_ok());
+    float l1 = 0, l3 = 0, l3b = 0;
+    int c1 = 0, c3 = 0, c3b = 0;
+    const ConstTensor xv = ConstTensor::dense(x.data(), in);
+    REQUIRE(s1.run(xv, labels.data(), &l1, &c1).is_ok());
+    REQUIRE(s3.run(xv, labels.data(), &l3, &c3).is_ok());
+    REQUIRE(s3b.run(xv, labels.data(), &l3b, &c3b).is_ok());
+    CHECK(std::fabs(l1 - l3) < 1e-5f * std::max(1.0f, std::fabs(l1)));
+    CHECK(c1 == c3);
+    const auto g1 = slots_of(s1), g3 = slots_of(s3), g3b = slots_of(s3b);
+    check_same_gradients(g1, g3, 1e-5);
+    CHECK(same_bits(g3, g3b));  // deterministic for a given thread count
+    // BN running statistics (state) were updated alike.
+    REQUIRE(serial.state.size() == threaded.state.size());
+    for (std::size_t k = 0; k < serial.state.size(); ++k) {
+      CAPTURE(serial.state[k].name);
+      CHECK(max_rel_err(*serial.state[k].data, *threaded.state[k].data) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("threaded MEANet stage-C step equals the serial step", Arch, EDGENN_TEST_ARCHS) {
+  nn::MEANetConfig cfg;
+  cfg.main.depth = 8;
+  cfg.main.width = 4;
+  cfg.main.num_classes = 4;
+  cfg.adaptive_stem = 4;
+  cfg.adaptive_blocks = {{4, 1}, {8, 2}, {8, 2}};
+  cfg.extension_blocks = {{8, 1}};
+  cfg.hard_classes = {2, 0};
+  REQUIRE(cfg.validate().is_ok());
+  std::mt19937 gen(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  auto make = [&](std::uint32_t seed) {
+    nn::MEANet<Arch> m = nn::build_meanet<Arch>(cfg);
+    std::mt19937 g(seed);
+    std::normal_distribution<float> w(0.0f, 0.3f);
+    m.adaptive.visit_layers([&](nn::ConvBN<Arch>& l) { for (auto& v : l.weight) v = w(g); });
+    m.extension.visit_layers([&](nn::ConvBN<Arch>& l) { for (auto& v : l.weight) v = w(g); });
+    for (auto& v : m.extension_head.weight) v = w(g);
+    return m;
+  };
+  nn::MEANet<Arch> ma = make(3), mb = make(3);
+  const int batch = 5, samples = 9;
+  const Shape in{batch, 10, 10, 1};
+  const Shape fs = ma.main_feature_shape(Shape{1, 10, 10, 1});
+  std::vector<float> feats(std::size_t(fs.size()) * samples), x(std::size_t(in.size()));
+  for (auto& v : feats) v = std::max(0.0f, nd(gen));
+  for (auto& v : x) v = nd(gen);
+  const std::vector<int> rows = {8, 1, 4, 4, 0}, labels = {1, 0, 1, 1, 0};
+  train::StageCStep<Arch> s1, s2;
+  REQUIRE(s1.bind(ma, in, batch, feats.data(), 1).is_ok());
+  REQUIRE(s2.bind(mb, in, batch, feats.data(), 2).is_ok());
+  float l1 = 0, l2 = 0;
+  int c1 = 0, c2 = 0;
+  REQUIRE(s1.run(ConstTensor::dense(x.data(), in), rows.data(), labels.data(), &l1, &c1).is_ok());
+  REQUIRE(s2.run(ConstTensor::dense(x.data(), in), rows.data(), labels.data(), &l2, &c2).is_ok());
+  CHECK(std::fabs(l1 - l2) < 1e-5f * std::max(1.0f, std::fabs(l1)));
+  const auto g1 = slots_of(s1), g2 = slots_of(s2);
+  CHECK(g1.size() > 10);
+  check_same_gradients(g1, g2, 1e-5);
+}

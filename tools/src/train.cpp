@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -26,7 +27,7 @@
 #include "edgenn/kernels/loss.hpp"
 #include "edgenn/meanet/config_json.hpp"
 #include "edgenn/meanet/observations.hpp"
-#include "edgenn/train/layers.hpp"
+#include "edgenn/train/steps.hpp"
 #include "edgenn/train/trainer.hpp"
 
 using namespace edgenn;
@@ -133,7 +134,7 @@ int fail_msg(const std::string& m) {
 }
 
 int run_meanet(const std::string& main_path, const std::string& cloud_path, const std::string& out_path,
-               const std::string& data_dir, double hard_fraction, train::TrainerConfig tc, int max_train) {
+               const std::string& data_dir, double hard_fraction, train::TrainerConfig tc, int max_train, int threads) {
   const auto started = std::chrono::steady_clock::now();
   auto loaded = io::load_model(main_path);
   if (!loaded) return fail_msg(loaded.error());
@@ -223,16 +224,11 @@ int run_meanet(const std::string& main_path, const std::string& cloud_path, cons
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
-  train::NetworkTrain<Arch> adaptive, extension;
-  train::PoolLinearTrain<Arch> head;
-  if (Status st = adaptive.bind(m.adaptive, false); !st) return fail_msg(st.message());
-  if (Status st = extension.bind(m.extension, false); !st) return fail_msg(st.message());
-  if (Status st = head.bind(m.extension_head, false); !st) return fail_msg(st.message());
+  train::StageCStep<Arch> stage_c;
+  if (Status st = stage_c.bind(m, main_info.input.shape(1), tc.batch, feats.data(), threads); !st)
+    return fail_msg(st.message());
   std::vector<train::ParamSlot> slots;
-  auto collect = [&](const train::ParamSlot& s) { slots.push_back(s); };
-  adaptive.visit_slots(collect);
-  extension.visit_slots(collect);
-  head.visit_slots(collect);
+  stage_c.visit_slots([&](const train::ParamSlot& s) { slots.push_back(s); });
   std::vector<train::StateRef> state;
   auto collect_state = [&](nn::ConvBN<Arch>& l) {
     if (l.has_bn()) {
@@ -242,51 +238,8 @@ int run_meanet(const std::string& main_path, const std::string& cloud_path, cons
   };
   m.adaptive.visit_layers(collect_state);
   m.extension.visit_layers(collect_state);
-
-  const Shape xin = main_info.input.shape(tc.batch);
-  const Shape cat_shape = m.concat_shape(xin);
-  std::size_t ws_bytes = std::max({adaptive.workspace_bytes(xin), extension.workspace_bytes(cat_shape),
-                                   head.workspace_bytes(extension.output_shape(cat_shape))});
-  std::vector<unsigned char> wsmem(ws_bytes + kAlignment);
-  Workspace ws(wsmem.data(), wsmem.size());
-  std::vector<float> cat, dcat, dadapt, dext, logits(std::size_t(tc.batch) * H), dlogits(logits.size());
-  const int Cm = fs1.c;
-
-  auto step = [&](ConstTensor x, const int* samples, const int* labels, int n, float* loss, int* correct) -> Status {
-    EDGENN_TRY(adaptive.forward(x, ws));
-    const ConstTensor a = adaptive.output();
-    const Shape cs{n, a.h(), a.w(), Cm + a.c()};
-    cat.resize(std::size_t(cs.size()));
-    for (int i = 0; i < n; ++i) {
-      const float* f = feats.data() + std::size_t(samples[i]) * feat_floats;
-      const float* ap = a.data + std::size_t(i) * a.h() * a.w() * a.c();
-      float* dst = cat.data() + std::size_t(i) * cs.pixels() * cs.c;
-      for (index_t p = 0; p < cs.pixels(); ++p) {
-        std::copy(f + p * Cm, f + (p + 1) * Cm, dst + p * cs.c);
-        std::copy(ap + p * a.c(), ap + (p + 1) * a.c(), dst + p * cs.c + Cm);
-      }
-    }
-    const ConstTensor ct = ConstTensor::dense(cat.data(), cs);
-    EDGENN_TRY(extension.forward(ct, ws));
-    EDGENN_TRY(head.forward(extension.output(), logits.data(), H));
-    EDGENN_TRY(kernels::softmax_cross_entropy(n, H, logits.data(), H, labels, 0.0f, loss, dlogits.data(), H));
-    *correct = 0;
-    for (int i = 0; i < n; ++i) {
-      const float* z = logits.data() + std::size_t(i) * H;
-      *correct += int(std::max_element(z, z + H) - z) == labels[i];
-    }
-    // Backward: head -> extension -> concat; only the adaptive channels go further.
-    // A buffer of its own: the extension's backward still reads its output (the ReLU masks).
-    const Shape es = extension.output().shape;
-    dext.resize(std::size_t(es.size()));
-    const Tensor de = Tensor::dense(dext.data(), es);
-    EDGENN_TRY(head.backward(dlogits.data(), H, de, false, ws));
-    dcat.resize(cat.size());
-    EDGENN_TRY(extension.backward(ct, de, Tensor::dense(dcat.data(), cs), false, ws));
-    dadapt.resize(std::size_t(a.shape.size()));
-    for (index_t p = 0; p < index_t(n) * cs.pixels(); ++p)
-      std::copy(dcat.data() + p * cs.c + Cm, dcat.data() + (p + 1) * cs.c, dadapt.data() + p * a.c());
-    return adaptive.backward(x, Tensor::dense(dadapt.data(), a.shape), Tensor(), false, ws);
+  auto step = [&](ConstTensor x, const int* samples, const int* labels, int, float* loss, int* correct) {
+    return stage_c.run(x, samples, labels, loss, correct);
   };
 
   tc.mean = main_info.input.mean[0];
@@ -392,7 +345,7 @@ int run_meanet(const std::string& main_path, const std::string& cloud_path, cons
 // conv weights kaiming-normal (fan_out, ReLU gain) as the reference, BN identity, the linear
 // layer PyTorch's default. Written with BN unfolded (the loader folds it).
 int run_resnet(int depth, int width, const std::string& out_path, const std::string& data_dir, train::TrainerConfig tc,
-               int max_train) {
+               int max_train, int threads) {
   const auto started = std::chrono::steady_clock::now();
   auto tr_set = io::load_fashion_mnist(data_dir, io::Split::train);
   auto va_set = io::load_fashion_mnist(data_dir, io::Split::val);
@@ -422,8 +375,8 @@ int run_resnet(int depth, int width, const std::string& out_path, const std::str
     set.index.push_back(i);
     set.labels.push_back(tr_set->labels[std::size_t(i)]);
   }
-  train::ClassifierTrain<Arch> ct;
-  if (Status st = ct.bind(model, false); !st) return fail_msg(st.message());
+  train::ClassifierStep<Arch> ct;
+  if (Status st = ct.bind(model, in.shape(1), tc.batch, threads); !st) return fail_msg(st.message());
   std::vector<train::ParamSlot> slots;
   ct.visit_slots([&](const train::ParamSlot& sl) { slots.push_back(sl); });
   std::vector<train::StateRef> state;
@@ -433,18 +386,8 @@ int run_resnet(int depth, int width, const std::string& out_path, const std::str
       state.push_back({l.bn_name + ".running_var", &l.running_var});
     }
   });
-  std::vector<unsigned char> wsmem(ct.workspace_bytes(in.shape(tc.batch)) + kAlignment);
-  Workspace ws(wsmem.data(), wsmem.size());
-  std::vector<float> logits(std::size_t(tc.batch) * C), dlogits(logits.size());
-  auto step = [&](ConstTensor x, const int*, const int* labels, int n, float* loss, int* correct) -> Status {
-    EDGENN_TRY(ct.forward(x, logits.data(), C, ws));
-    EDGENN_TRY(kernels::softmax_cross_entropy(n, C, logits.data(), C, labels, 0.0f, loss, dlogits.data(), C));
-    *correct = 0;
-    for (int i = 0; i < n; ++i) {
-      const float* z = logits.data() + std::size_t(i) * C;
-      *correct += int(std::max_element(z, z + C) - z) == labels[i];
-    }
-    return ct.backward(x, dlogits.data(), C, ws);
+  auto step = [&](ConstTensor x, const int*, const int* labels, int, float* loss, int* correct) {
+    return ct.run(x, labels, loss, correct);
   };
   // Evaluation on a copy with BN folded from the running statistics (the inference path).
   auto accuracy = [&](const io::ImageSet& split) {
@@ -498,6 +441,8 @@ int main(int argc, char** argv) {
   std::string main_path, cloud_path, out_path, data_dir = "/usr/share/datasets/fashion-mnist", checkpoint;
   double hard_fraction = 0.5;
   int max_train = 0;
+  // Threads split every batch (train/parallel.hpp); a run is deterministic for a given count.
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   train::TrainerConfig tc;
   auto* mn = app.add_subcommand("meanet", "stage B (hard classes) + stage C (adaptive and extension blocks)");
   mn->add_option("--main", main_path, "main block weights (ResNet, BN folded)")->required();
@@ -516,6 +461,8 @@ int main(int argc, char** argv) {
   mn->add_option("--checkpoint-every", tc.checkpoint_every);
   mn->add_option("--stop-after", tc.stop_after, "stop after this many steps (with a checkpoint)");
   mn->add_option("--max-train", max_train, "use at most this many hard-class training samples (smoke tests)");
+  mn->add_option("--threads", threads, "threads per training step (default: all cores; results depend on the count)")
+      ->check(CLI::Range(1, 256));
   // resnet: its own defaults (the reference's `main` preset), the same trainer options.
   train::TrainerConfig rc = tc;
   rc.epochs = 40;
@@ -537,10 +484,12 @@ int main(int argc, char** argv) {
   rn->add_option("--checkpoint-every", rc.checkpoint_every);
   rn->add_option("--stop-after", rc.stop_after, "stop after this many steps (with a checkpoint)");
   rn->add_option("--max-train", max_train, "use at most this many training images (smoke tests)");
+  rn->add_option("--threads", threads, "threads per training step (default: all cores; results depend on the count)")
+      ->check(CLI::Range(1, 256));
   CLI11_PARSE(app, argc, argv);
   tc.checkpoint = rc.checkpoint = checkpoint;
   tc.progress = rc.progress = true;
-  if (mn->parsed()) return run_meanet(main_path, cloud_path, out_path, data_dir, hard_fraction, tc, max_train);
-  if (rn->parsed()) return run_resnet(depth, width, out_path, data_dir, rc, max_train);
+  if (mn->parsed()) return run_meanet(main_path, cloud_path, out_path, data_dir, hard_fraction, tc, max_train, threads);
+  if (rn->parsed()) return run_resnet(depth, width, out_path, data_dir, rc, max_train, threads);
   return 2;
 }

@@ -12,9 +12,14 @@
 // parameter gradients) but still passes input gradients back when a trainable layer precedes
 // it. Weights are packed from the current parameters at every forward (the optimizer changed
 // them since), which costs one pass over the weights per step.
+//
+// Threads: set_parallel(Parallel*) makes every kernel of the layer run on the batch ranges of
+// the Parallel's threads (train/parallel.hpp); the caller reserves each thread's workspace
+// (Parallel::reserve_workspace with workspace_bytes()). Null (the default) runs serially.
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
@@ -27,6 +32,7 @@
 #include "edgenn/kernels/pooling_backward.hpp"
 #include "edgenn/nn/classifier.hpp"
 #include "edgenn/train/optim.hpp"
+#include "edgenn/train/parallel.hpp"
 
 namespace edgenn::train {
 
@@ -37,6 +43,21 @@ inline float* sized(std::vector<float>& v, index_t n) {
 }
 }  // namespace detail
 
+// Buffers a layer needs only inside one forward or backward call: the BN input's gradient,
+// a BasicBlock's inner gradient and its shortcut output. A NetworkTrain shares one set among
+// its layers (each grows to the largest use) instead of every layer keeping its own.
+struct TransientBuffers {
+  std::vector<float> dz, dmid, shortcut;
+};
+// Floats of each transient buffer a layer uses.
+struct TransientSizes {
+  index_t dz = 0, dmid = 0, shortcut = 0;
+  TransientSizes max(const TransientSizes& o) const {
+    return {std::max(dz, o.dz), std::max(dmid, o.dmid), std::max(shortcut, o.shortcut)};
+  }
+  index_t total() const { return dz + dmid + shortcut; }
+};
+
 template <class Arch = simd::default_arch>
 struct ConvBNTrain {
   nn::ConvBN<Arch>* layer = nullptr;
@@ -44,10 +65,20 @@ struct ConvBNTrain {
   float bn_momentum = 0.1f;  // PyTorch's BatchNorm2d default
 
   std::vector<float> dweight, dbias, dgamma, dbeta;  // parameter gradients
-  std::vector<float> z, dz, mean, invstd;            // BN input, its gradient, batch statistics
+  std::vector<float> z, mean, invstd;                // BN input (kept for backward), batch statistics
+  TransientBuffers own_tmp;                          // used when no network shares its buffers
+  TransientBuffers* shared_tmp = nullptr;
   std::vector<float> packed, packed_grad, folded_w, folded_b, zero_bias;
+  std::vector<float> bn_shift;                       // threaded BN: per-channel shift of the sums
+  std::vector<double> bn_sum, bn_sum2;               // threaded BN: batch sums over all ranges
   kernels::PackedWeights pw;
   kernels::ConvInputGradWeights gw;
+  Parallel* par = nullptr;
+
+  void set_parallel(Parallel* p) { par = p; }
+  void set_transient(TransientBuffers* t) { shared_tmp = t; }
+  TransientBuffers& tmp() { return shared_tmp ? *shared_tmp : own_tmp; }
+  bool threaded(int n) const { return par && par->ranges(n) > 1; }
 
   Status bind(nn::ConvBN<Arch>& l, bool freeze) {
     EDGENN_CHECK(!l.depthwise(), Error::unsupported, "ConvBNTrain: depthwise layers are not trainable yet");
@@ -108,29 +139,76 @@ struct ConvBNTrain {
     if (trains_bn()) b = std::max(b, kernels::batchnorm_train_workspace_bytes(l.cout));
     return b;
   }
-  // Floats this layer keeps between forward and backward for a batch of shape `in`.
-  index_t saved_floats(Shape in) const {
-    return trains_bn() ? 2 * layer->output_shape(in).size() : 0;  // z and dz
-  }
+  // Floats this layer keeps between forward and backward for a batch of shape `in` (z), and
+  // the transient ones it uses inside backward (dz).
+  index_t saved_floats(Shape in) const { return trains_bn() ? layer->output_shape(in).size() : 0; }
+  TransientSizes transient_sizes(Shape in) const { return TransientSizes{saved_floats(in), 0, 0}; }
 
   // y = act(BN(conv(x)) [+ residual]); training mode unless frozen. The caller keeps x and y
   // alive until backward().
   Status forward(ConstTensor x, Tensor y, Workspace& ws, const ConstTensor* residual = nullptr) {
     nn::ConvBN<Arch>& l = *layer;
-    if (frozen) return l.forward(x, y, ws, residual);
+    const int n = x.n();
+    if (frozen) {
+      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+        const ConstTensor r = residual ? items(*residual, b0, b1) : ConstTensor();
+        return l.forward(items(x, b0, b1), items(y, b0, b1), w, residual ? &r : nullptr);
+      });
+    }
     const kernels::Conv2dParams p = conv_params();
     detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
     pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
                                           l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
-    if (!trains_bn()) return kernels::conv2d<Arch>(p, x, pw, y, ws, residual);
-    const Tensor zt = Tensor::dense(detail::sized(z, y.shape.size()), y.shape);
-    EDGENN_TRY(kernels::conv2d<Arch>(p, x, pw, zt, ws));
+    const bool bn_here = trains_bn();
+    const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
+    EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+      const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
+      return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w, residual && !bn_here ? &r : nullptr);
+    }));
+    if (!bn_here) return Status::ok();
     const kernels::BatchNormTrainParams bn{l.gamma.data(), l.beta.data(), l.bn_eps, bn_momentum};
-    EDGENN_TRY(kernels::batchnorm_train_forward<Arch>(zt, bn, y, mean.data(), invstd.data(), l.running_mean.data(),
-                                                      l.running_var.data(), ws,
-                                                      residual ? Activation::none : l.p.activation));
-    if (residual) return kernels::add<Arch>(y, *residual, y, l.p.activation);
-    return Status::ok();
+    const Activation act = residual ? Activation::none : l.p.activation;
+    if (!threaded(n)) {
+      EDGENN_TRY(kernels::batchnorm_train_forward<Arch>(zt, bn, y, mean.data(), invstd.data(), l.running_mean.data(),
+                                                        l.running_var.data(), ws, act));
+    } else {
+      // The serial kernel's steps with the sums per range, added in range order.
+      EDGENN_CHECK(index_t(n) * zt.shape.pixels() > 1, Error::invalid_argument,
+                   "batchnorm_train_forward: training needs more than one value per channel (like PyTorch)");
+      const int C = l.cout;
+      bn_shift.resize(std::size_t(C));
+      for (int c = 0; c < C; ++c) bn_shift[std::size_t(c)] = zt.at(0, 0, 0, c);
+      EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
+        double* s = par->scratch<double>(r, 2 * std::size_t(C));
+        return kernels::batchnorm_channel_sums<Arch>(items(ConstTensor(zt), b0, b1), bn_shift.data(), s, s + C);
+      }));
+      reduce_ranges(n, C);
+      EDGENN_TRY(kernels::batchnorm_statistics(C, index_t(n) * zt.shape.pixels(), bn_shift.data(), bn_sum.data(),
+                                               bn_sum2.data(), bn, mean.data(), invstd.data(), l.running_mean.data(),
+                                               l.running_var.data()));
+      EDGENN_TRY(par->for_ranges(n, [&](int, int b0, int b1, Workspace&) {
+        return kernels::batchnorm_normalize<Arch>(items(ConstTensor(zt), b0, b1), mean.data(), invstd.data(),
+                                                  l.gamma.data(), l.beta.data(), items(y, b0, b1), act);
+      }));
+    }
+    if (!residual) return Status::ok();
+    return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
+      const Tensor yr = items(y, b0, b1);
+      return kernels::add<Arch>(yr, items(*residual, b0, b1), yr, l.p.activation);
+    });
+  }
+
+  // bn_sum, bn_sum2 = the ranges' partial sums (scratch [sum C | sum2 C]), added in range order.
+  void reduce_ranges(int n, int C) {
+    bn_sum.assign(std::size_t(C), 0.0);
+    bn_sum2.assign(std::size_t(C), 0.0);
+    for (int r = 0; r < par->ranges(n); ++r) {
+      const double* s = par->scratch<double>(r, 2 * std::size_t(C));
+      for (int c = 0; c < C; ++c) {
+        bn_sum[std::size_t(c)] += s[c];
+        bn_sum2[std::size_t(c)] += s[C + c];
+      }
+    }
   }
 
   // From dy (overwritten in place with the gradient at the activation's input, which is also
@@ -138,27 +216,68 @@ struct ConvBNTrain {
   // added with accumulate_dx).
   Status backward(ConstTensor x, ConstTensor y, Tensor dy, Tensor dx, bool accumulate_dx, Workspace& ws) {
     nn::ConvBN<Arch>& l = *layer;
-    if (l.p.activation != Activation::none)
-      EDGENN_TRY(kernels::activation_backward<Arch>(y, dy, dy, l.p.activation));
-    const kernels::Conv2dParams p = conv_params();
-    if (frozen) {
-      if (!dx.data) return Status::ok();
-      return kernels::conv2d_backward_input<Arch>(p, dy, gw, dx, ws, accumulate_dx);
+    const int n = dy.n();
+    if (l.p.activation != Activation::none) {
+      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
+        const Tensor d = items(dy, b0, b1);
+        return kernels::activation_backward<Arch>(items(y, b0, b1), d, d, l.p.activation);
+      }));
     }
+    const kernels::Conv2dParams p = conv_params();
+    auto input_grad = [&](ConstTensor g) {
+      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+        return kernels::conv2d_backward_input<Arch>(p, items(g, b0, b1), gw, items(dx, b0, b1), w, accumulate_dx);
+      });
+    };
+    if (frozen) return dx.data ? input_grad(dy) : Status::ok();
     ConstTensor g = dy;
     if (trains_bn()) {
-      const Tensor dzt = Tensor::dense(detail::sized(dz, dy.shape.size()), dy.shape);
-      EDGENN_TRY(kernels::batchnorm_train_backward<Arch>(ConstTensor::dense(z.data(), dy.shape), dy, l.gamma.data(),
-                                                         mean.data(), invstd.data(), dzt, dgamma.data(), dbeta.data(),
-                                                         ws));
+      const Tensor dzt = Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape);
+      const ConstTensor zt = ConstTensor::dense(z.data(), dy.shape);
+      if (!threaded(n)) {
+        EDGENN_TRY(kernels::batchnorm_train_backward<Arch>(zt, dy, l.gamma.data(), mean.data(), invstd.data(), dzt,
+                                                           dgamma.data(), dbeta.data(), ws));
+      } else {
+        const int C = l.cout;
+        EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
+          double* s = par->scratch<double>(r, 2 * std::size_t(C));
+          return kernels::batchnorm_backward_sums<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
+                                                        invstd.data(), s, s + C);
+        }));
+        reduce_ranges(n, C);
+        for (int c = 0; c < C; ++c) {
+          dbeta[std::size_t(c)] = float(bn_sum[std::size_t(c)]);
+          dgamma[std::size_t(c)] = float(bn_sum2[std::size_t(c)]);
+        }
+        EDGENN_TRY(par->for_ranges(n, [&](int, int b0, int b1, Workspace&) {
+          return kernels::batchnorm_backward_input<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
+                                                         invstd.data(), l.gamma.data(), bn_sum.data(), bn_sum2.data(),
+                                                         index_t(n) * zt.shape.pixels(), items(dzt, b0, b1));
+        }));
+      }
       g = dzt;
     }
-    EDGENN_TRY(kernels::conv2d_backward_weights<Arch>(p, x, g, dweight.data(), l.bias.empty() ? nullptr : dbias.data(),
-                                                      ws));
+    float* db = l.bias.empty() ? nullptr : dbias.data();
+    if (!threaded(n)) {
+      EDGENN_TRY(kernels::conv2d_backward_weights<Arch>(p, x, g, dweight.data(), db, ws));
+    } else {
+      // Range 0 writes dW, the others their scratch; then the partial sums in range order.
+      const std::size_t wn = dweight.size(), bn = db ? dbias.size() : 0;
+      EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace& w) {
+        float* dwr = r == 0 ? dweight.data() : par->scratch<float>(r, wn + bn);
+        float* dbr = !db ? nullptr : r == 0 ? db : dwr + wn;
+        return kernels::conv2d_backward_weights<Arch>(p, items(x, b0, b1), items(g, b0, b1), dwr, dbr, w);
+      }));
+      for (int r = 1; r < par->ranges(n); ++r) {
+        const float* part = par->scratch<float>(r, wn + bn);
+        for (std::size_t i = 0; i < wn; ++i) dweight[i] += part[i];
+        for (std::size_t i = 0; i < bn; ++i) dbias[i] += part[wn + i];
+      }
+    }
     if (!dx.data) return Status::ok();
     detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, l.cin, l.cout));
     gw = kernels::pack_conv_input_grad_weights<Arch>(p, l.cin, l.cout, l.weight.data(), packed_grad.data());
-    return kernels::conv2d_backward_input<Arch>(p, g, gw, dx, ws, accumulate_dx);
+    return input_grad(g);
   }
 };
 
@@ -166,7 +285,18 @@ template <class Arch = simd::default_arch>
 struct BasicBlockTrain {
   nn::BasicBlock<Arch>* block = nullptr;
   ConvBNTrain<Arch> c1, c2, ds;
-  std::vector<float> mid, sc, dmid;
+  std::vector<float> mid;  // conv1's output: conv2's input and conv1's activation mask
+
+  void set_parallel(Parallel* p) {
+    c1.set_parallel(p);
+    c2.set_parallel(p);
+    ds.set_parallel(p);
+  }
+  void set_transient(TransientBuffers* t) {
+    c1.set_transient(t);
+    c2.set_transient(t);
+    ds.set_transient(t);
+  }
 
   Status bind(nn::BasicBlock<Arch>& b, bool freeze) {
     block = &b;
@@ -191,9 +321,13 @@ struct BasicBlockTrain {
   }
   index_t saved_floats(Shape in) const {
     const Shape m = block->conv1.output_shape(in);
-    index_t n = c1.saved_floats(in) + c2.saved_floats(m) + 2 * m.size();  // mid, dmid
-    if (has_ds()) n += ds.saved_floats(in) + output_shape(in).size();     // shortcut output
-    return n;
+    return c1.saved_floats(in) + c2.saved_floats(m) + m.size() + (has_ds() ? ds.saved_floats(in) : 0);  // + mid
+  }
+  TransientSizes transient_sizes(Shape in) const {
+    const Shape m = block->conv1.output_shape(in);
+    TransientSizes t = c1.transient_sizes(in).max(c2.transient_sizes(m));
+    if (has_ds()) t = t.max(ds.transient_sizes(in)).max(TransientSizes{0, 0, output_shape(in).size()});
+    return t.max(TransientSizes{0, m.size(), 0});
   }
 
   Status forward(ConstTensor x, Tensor out, Workspace& ws) {
@@ -202,7 +336,7 @@ struct BasicBlockTrain {
     EDGENN_TRY(c1.forward(x, m, ws));
     ConstTensor res = x;
     if (has_ds()) {
-      const Tensor s = Tensor::dense(detail::sized(sc, out.shape.size()), out.shape);
+      const Tensor s = Tensor::dense(detail::sized(c1.tmp().shortcut, out.shape.size()), out.shape);
       EDGENN_TRY(ds.forward(x, s, ws));
       res = s;
     }
@@ -212,15 +346,19 @@ struct BasicBlockTrain {
   // dout is overwritten (it becomes the gradient at the add).
   Status backward(ConstTensor x, ConstTensor out, Tensor dout, Tensor dx, bool accumulate_dx, Workspace& ws) {
     const Shape ms = block->conv1.output_shape(x.shape);
-    const Tensor dm = Tensor::dense(detail::sized(dmid, ms.size()), ms);
+    const Tensor dm = Tensor::dense(detail::sized(c1.tmp().dmid, ms.size()), ms);
     EDGENN_TRY(c2.backward(ConstTensor::dense(mid.data(), ms), out, dout, dm, false, ws));
     EDGENN_TRY(c1.backward(x, ConstTensor::dense(mid.data(), ms), dm, dx, accumulate_dx, ws));
     if (has_ds()) {
-      // The shortcut has no activation: backward leaves dout as it is.
-      return ds.backward(x, ConstTensor::dense(sc.data(), out.shape), dout, dx, true, ws);
+      // The shortcut has no activation: its backward reads no output (the shortcut buffer is
+      // transient) and leaves dout as it is.
+      return ds.backward(x, ConstTensor(), dout, dx, true, ws);
     }
-    if (dx.data) return kernels::add<Arch>(dx, dout, dx);
-    return Status::ok();
+    if (!dx.data) return Status::ok();
+    return for_batch_ranges(c1.par, dx.n(), ws, [&](int b0, int b1, Workspace&) {
+      const Tensor d = items(dx, b0, b1);
+      return kernels::add<Arch>(d, items(ConstTensor(dout), b0, b1), d);
+    });
   }
 };
 
@@ -286,6 +424,12 @@ struct NetworkTrain {
   std::vector<std::vector<float>> acts;  // output of unit i
   std::vector<float> grad[2];
   std::vector<Shape> shapes;             // shapes[0] = input, shapes[i + 1] = output of unit i
+  // One set for all units (heap: its address survives moves of the network).
+  std::unique_ptr<TransientBuffers> transient = std::make_unique<TransientBuffers>();
+
+  void set_parallel(Parallel* p) {
+    for (auto& u : units) std::visit([&](auto& t) { t.set_parallel(p); }, u);
+  }
 
   Status bind(nn::Network<Arch>& n, bool freeze) {
     net = &n;
@@ -304,6 +448,7 @@ struct NetworkTrain {
         return Status(Error::unsupported, "NetworkTrain: inverted residual blocks are not trainable yet");
       }
     }
+    for (auto& u : units) std::visit([&](auto& t) { t.set_transient(transient.get()); }, u);
     acts.assign(units.size(), {});
     return Status::ok();
   }
@@ -324,13 +469,15 @@ struct NetworkTrain {
   // gradient buffers): the training memory beside the parameters and the workspace.
   index_t activation_floats(Shape in) const {
     index_t n = 0, largest = 0;
+    TransientSizes t;
     for (std::size_t i = 0; i < units.size(); ++i) {
-      n += std::visit([&](const auto& t) { return t.saved_floats(in); }, units[i]);
+      n += std::visit([&](const auto& u) { return u.saved_floats(in); }, units[i]);
+      t = t.max(std::visit([&](const auto& u) { return u.transient_sizes(in); }, units[i]));
       in = std::visit([&](const auto& blk) { return blk.output_shape(in); }, net->blocks[i]);
       n += in.size();
       largest = std::max(largest, in.size());
     }
-    return n + 2 * largest;
+    return n + 2 * largest + t.total();  // + the gradient ping-pong, + the shared transients
   }
 
   ConstTensor output() const { return ConstTensor::dense(acts.back().data(), shapes.back()); }
@@ -381,6 +528,7 @@ struct ClassifierTrain {
     EDGENN_TRY(features.bind(c.features, freeze));
     return head.bind(c.head, freeze);
   }
+  void set_parallel(Parallel* p) { features.set_parallel(p); }
   template <class F>
   void visit_slots(F&& f) {
     features.visit_slots(f);
