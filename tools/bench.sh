@@ -11,6 +11,9 @@
 #             -> docs/results/models.{json,md}
 #   load      the cloud server under N concurrent edge clients on loopback, with and
 #             without batching: requests/s and latency percentiles -> docs/results/load.{json,md}
+#   train     training steps (main ResNet end to end, MEANet stage C) vs PyTorch 1.13:
+#             images/s at batch 32/64/128 with 1 and 2 threads, peak memory per step, the
+#             memory to train stage C at batch 1..32 -> docs/results/training.{json,md}
 #
 # Environment:
 #   EDGENN_BENCH_REPETITIONS  repetitions per benchmark (default 5; the report takes the best)
@@ -21,6 +24,7 @@
 #   EDGENN_BENCH_BUILD        build directory (default build/bench)
 #   EDGENN_BENCH_MIN_TIME_MODELS  seconds per model measurement (default 1)
 #   EDGENN_BENCH_LOAD_SECONDS     seconds per load configuration (default 3)
+#   EDGENN_BENCH_MIN_TIME_TRAIN   seconds per training-step measurement (default 2)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,7 +32,7 @@ BUILD=${EDGENN_BENCH_BUILD:-$ROOT/build/bench}
 RESULTS=$ROOT/docs/results
 PYTHON=${PYTHON:-python3}
 # A new section: a function section_<name> below and its name here (in run order).
-ALL_SECTIONS=(kernels models load)
+ALL_SECTIONS=(kernels models load train)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'bench.sh: %s\n' "$*" >&2; exit 1; }
@@ -122,6 +126,16 @@ section_load() {
   { echo "# Cloud server load benchmark"; echo; echo "Model: $(basename "$model"), 2 workers, loopback TCP, one image per request."
     echo "Command: \`tools/bench.sh load\`"; echo; echo '```'; cat "$RESULTS/load.md.tmp"; echo '```'; } >"$RESULTS/load.md"
   rm -f "$RESULTS/load.md.tmp"
+}
+
+# --- section: train ---------------------------------------------------------------------------
+
+section_train() {
+  apt_install required python3-torch python3-numpy
+  build_targets bench_train
+  log "run bench_train beside PyTorch (speed rows alternate; memory rows in fresh processes; ~10 minutes)"
+  OMP_NUM_THREADS=2 /usr/bin/python3 "$ROOT/tools/bench_train.py" --engine "$BUILD/bench/bench_train" \
+    --min-time "${EDGENN_BENCH_MIN_TIME_TRAIN:-2.0}"
 }
 
 # --- main -------------------------------------------------------------------------------------
