@@ -23,6 +23,7 @@ class Parallel {
   explicit Parallel(int threads) : pool_(threads < 1 ? 1 : threads) {
     ws_mem_.resize(std::size_t(pool_.size()));
     scratch_.resize(std::size_t(pool_.size()));
+    status_.resize(std::size_t(pool_.size()));
   }
 
   int threads() const { return pool_.size(); }
@@ -57,16 +58,16 @@ class Parallel {
 
   // fn(r, b0, b1, ws) for the ranges of n batch items, range r on thread r; returns the
   // first range's error, if any, after all ranges ran.
+  // Not reentrant: fn must not call for_ranges.
   template <class F>
   Status for_ranges(int n, F&& fn) {
     const int R = ranges(n);
-    std::vector<Status> st(static_cast<std::size_t>(R));
     pool_.parallel_for(R, [&](int r) {
       auto& m = ws_mem_[std::size_t(r)];
       Workspace ws(m.data(), m.size());
-      st[std::size_t(r)] = fn(r, range_begin(n, R, r), range_begin(n, R, r + 1), ws);
+      status_[std::size_t(r)] = fn(r, range_begin(n, R, r), range_begin(n, R, r + 1), ws);
     });
-    for (const Status& s : st) EDGENN_TRY(s);
+    for (int r = 0; r < R; ++r) EDGENN_TRY(status_[std::size_t(r)]);
     return Status::ok();
   }
 
@@ -74,6 +75,7 @@ class Parallel {
   runtime::ThreadPool pool_;
   std::vector<std::vector<unsigned char>> ws_mem_;
   std::vector<std::vector<double>> scratch_;
+  std::vector<Status> status_;
 };
 
 // Runs fn(b0, b1, ws) over the ranges of `par` (null: once over [0, n) with `ws`).
