@@ -40,10 +40,11 @@ def main():
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     ax1.plot(frac, [100 * p["accuracy"] for p in pts], "-", color="tab:blue", label="MEANet + cloud (sweep of T)")
-    for key, label, style in [("main_alone", "main block alone", ":"), ("meanet_edge", "MEANet at the edge", "--"),
-                              ("cloud_alone", "cloud model alone", "-.")]:
+    # Labels at different x positions: two equal accuracies must not print on top of each other.
+    for key, label, style, x in [("main_alone", "main block alone", ":", 0.33), ("meanet_edge", "MEANet at the edge", "--", 0.66),
+                                 ("cloud_alone", "cloud model alone", "-.", 1.0)]:
         ax1.axhline(100 * acc[key], linestyle=style, color="gray", linewidth=1)
-        ax1.annotate(f"{label} {100 * acc[key]:.2f}%", (max(frac), 100 * acc[key]), ha="right", va="bottom", fontsize=8)
+        ax1.annotate(f"{label} {100 * acc[key]:.2f}%", (x * max(frac), 100 * acc[key]), ha="right", va="bottom", fontsize=8)
     ax1.plot([100 * chosen["fraction_cloud"]], [100 * chosen["accuracy"]], "o", color="tab:red",
              label="chosen T (calibrated on validation)")
     ax1.set_xlabel("inputs sent to the cloud (%)")
