@@ -2,10 +2,12 @@
 // (tests/golden/optim/net/, tools/gen_golden_optim.py), a whole BasicBlock against finite
 // differences, for every backend.
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <unistd.h>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "edgenn/io/safetensors.hpp"
 #include "edgenn/kernels/loss.hpp"
@@ -446,4 +448,23 @@ TEST_CASE_TEMPLATE("threaded MEANet stage-C step equals the serial step", Arch, 
   const auto g1 = slots_of(s1), g2 = slots_of(s2);
   CHECK(g1.size() > 10);
   check_same_gradients(g1, g2, 1e-5);
+}
+
+TEST_CASE("thread pool: every task runs exactly once, over many back-to-back hand-offs") {
+  for (const int threads : {2, 3, 5}) {
+    CAPTURE(threads);
+    runtime::ThreadPool pool(threads);
+    std::vector<int> count(16, 0);
+    long long total = 0;
+    for (int round = 0; round < 3000; ++round) {
+      const int tasks = 1 + round % 16;
+      pool.parallel_for(tasks, [&](int t) { ++count[std::size_t(t)]; });  // task t owns count[t]
+      for (int t = 0; t < tasks; ++t) total += count[std::size_t(t)];
+      std::fill(count.begin(), count.end(), 0);
+      if (round % 500 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // workers fall asleep
+    }
+    long long expect = 0;
+    for (int round = 0; round < 3000; ++round) expect += 1 + round % 16;
+    CHECK(total == expect);
+  }
 }

@@ -2,9 +2,16 @@
 // blocking until all are done. The calling thread takes part, so a pool of N threads
 // starts N - 1 workers. Kernels never create threads; callers split work (batch items,
 // output rows) across tasks.
+//
+// A training step calls parallel_for a few hundred times, so hand-offs must be cheap:
+// workers and the caller spin briefly (kSpin) on atomics before they sleep on a condition
+// variable, like OpenMP runtimes do; a pool that is idle for longer costs no CPU.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -20,7 +27,7 @@ class ThreadPool {
   ~ThreadPool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -31,44 +38,68 @@ class ThreadPool {
   int size() const { return size_; }
 
   // Run fn(task) for task in [0, tasks); task t runs on thread t % size(). Returns when all
-  // tasks are done. Deterministic assignment keeps results reproducible.
+  // tasks are done. Deterministic assignment keeps results reproducible. Not reentrant.
   void parallel_for(int tasks, const std::function<void(int)>& fn) {
     if (size_ == 1 || tasks <= 1) {
       for (int t = 0; t < tasks; ++t) fn(t);
       return;
     }
+    job_ = &fn;
+    tasks_ = tasks;
+    pending_.store(size_ - 1, std::memory_order_relaxed);
     {
+      // Under the lock: a worker between its predicate check and its wait cannot miss it.
       std::lock_guard<std::mutex> lk(mu_);
-      job_ = &fn;
-      tasks_ = tasks;
-      pending_ = size_ - 1;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (int t = 0; t < tasks; t += size_) fn(t);
-    std::unique_lock<std::mutex> lk(mu_);
-    done_.wait(lk, [&] { return pending_ == 0; });
+    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
     job_ = nullptr;
   }
 
  private:
+  static constexpr std::chrono::microseconds kSpin{50};
+
+  static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    asm volatile("yield");
+#endif
+  }
+  // Spin up to kSpin until done() holds; returns done().
+  template <class Done>
+  static bool spin_until(Done&& done) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; ++i) {
+      if (done()) return true;
+      cpu_relax();
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return done();
+    }
+  }
+
   void loop(int index) {
     std::uint64_t seen = 0;
     for (;;) {
-      const std::function<void(int)>* job;
-      int tasks;
-      {
+      auto ready = [&] {
+        return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(ready)) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        job = job_;
-        tasks = tasks_;
+        cv_.wait(lk, ready);
       }
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
+      const std::function<void(int)>* job = job_;
+      const int tasks = tasks_;
       for (int t = index; t < tasks; t += size_) (*job)(t);
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lk(mu_);  // the caller may be between its check and its wait
+        done_.notify_one();
       }
     }
   }
@@ -77,11 +108,11 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_, done_;
-  const std::function<void(int)>* job_ = nullptr;
+  const std::function<void(int)>* job_ = nullptr;  // written before generation_ is bumped
   int tasks_ = 0;
-  int pending_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace edgenn::runtime
