@@ -8,7 +8,8 @@ using namespace edgenn;
 TEST_CASE_TEMPLATE("fully connected matches the reference", Arch, EDGENN_TEST_ARCHS) {
   test::Rng r(1);
   for (int it = 0; it < test::scaled(100); ++it) {
-    const int batch = r.uniform_int(1, 9), in_f = r.uniform_int(1, 300), out_f = r.uniform_int(1, 70);
+    // Batches of 1-2 rows take the split-reduction kernels; out_f past 64 the narrow last panel.
+    const int batch = r.uniform_int(1, 9), in_f = r.uniform_int(1, 300), out_f = r.uniform_int(1, it % 2 ? 70 : 200);
     const auto act = static_cast<Activation>(r.uniform_int(0, 2));
     const int ldx = in_f + r.uniform_int(0, 3), ldy = out_f + r.uniform_int(0, 3);
     auto x = r.vec(std::size_t(batch) * ldx), w = r.vec(std::size_t(in_f) * out_f), b = r.vec(std::size_t(out_f));
