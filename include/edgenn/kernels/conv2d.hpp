@@ -176,7 +176,8 @@ EDGENN_INLINE void pad_tile(int n, F&& copy_row) {
 // batch item. Output pixels are sorted into two running tiles: windows inside the input
 // (OffsetRows: base pointer + tap offset) and windows touching the padding (ConvEdgeRows);
 // a tile runs when it has MR pixels, from any rows and batch items, and the two partial
-// tiles run last on the narrower kernels.
+// tiles run last on the narrower kernels. The rows (over all batch items) are cut into
+// cache blocks, and every panel runs over one block before the next block starts.
 template <class Arch, int NV>
 void conv2d_panels(const Conv2dParams& p, ConstTensor in, const PackedWeights& pw, Tensor out, ConstTensor res,
                    bool has_res, int g, int p0, int p1, int row0, int row1, const float* zero, const ConvTaps& taps) {
@@ -188,72 +189,75 @@ void conv2d_panels(const Conv2dParams& p, ConstTensor in, const PackedWeights& p
   const Clamp clamp = activation_clamp(p.activation);
   // Windows that never touch the padding: their whole span is inside the input.
   const int span_h = p.dilation_h * (p.kernel_h - 1), span_w = p.dilation_w * (p.kernel_w - 1);
-  for (int pn = p0; pn < p1; ++pn) {
-    const float* w = pw.panel(g, pn);
-    const int n0 = pn * pw.nr;
-    const int nc = pw.cols - n0 < NRV ? pw.cols - n0 : NRV;
-    const int ch0 = g * pw.cols + n0;
+  // Output columns [xa, xb) whose windows lie inside the input columns.
+  int xa = int(div_up(p.pad_left, p.stride_w));
+  int xb = W - span_w + p.pad_left > 0 ? int(div_up(W - span_w + p.pad_left, p.stride_w)) : 0;
+  if (xb > OW) xb = OW;
+  if (xa > xb) xa = xb;
+  const index_t osw = out.stride_w, rsw = has_res ? res.stride_w : 0;
+  const index_t step = index_t(p.stride_w) * in.stride_w;
+  const int rows_per_item = row1 - row0;
+  const int total_rows = in.n() * rows_per_item;
+  const int block = cache_block_rows(p1 - p0, pw.panel_floats(), index_t(W) * in.c() * p.stride_h, total_rows);
 
-    OffsetRows<MR> ri;
-    ri.off = taps.off;
-    TileOutput<MR> oi;
-    oi.clamp = clamp;
-    oi.residual = has_res;
-    int ni = 0;
+  OffsetRows<MR> ri;
+  ri.off = taps.off;
+  TileOutput<MR> oi;
+  oi.clamp = clamp;
+  oi.residual = has_res;
 
-    ConvEdgeRows<MR> re;
-    re.sh = in.stride_h;
-    re.sw = in.stride_w;
-    re.H = H;
-    re.W = W;
-    re.kw = p.kernel_w;
-    re.dh = p.dilation_h;
-    re.dw = p.dilation_w;
-    re.zero = zero;
-    if (taps.per_tap) {
-      re.tap_dy = taps.dy;
-      re.tap_dx = taps.dx;
-    }
-    TileOutput<MR> oe;
-    oe.clamp = clamp;
-    oe.residual = has_res;
-    int ne = 0;
+  ConvEdgeRows<MR> re;
+  re.sh = in.stride_h;
+  re.sw = in.stride_w;
+  re.H = H;
+  re.W = W;
+  re.kw = p.kernel_w;
+  re.dh = p.dilation_h;
+  re.dw = p.dilation_w;
+  re.zero = zero;
+  if (taps.per_tap) {
+    re.tap_dy = taps.dy;
+    re.tap_dx = taps.dx;
+  }
+  TileOutput<MR> oe;
+  oe.clamp = clamp;
+  oe.residual = has_res;
 
-    auto push_edge = [&](const float* img, int y, int x, float* c, const float* r) {
-      re.img[ne] = img;
-      re.iy[ne] = y;
-      re.ix[ne] = x;
-      oe.c[ne] = c;
-      oe.r[ne] = r;
-      if (++ne == MR) {
-        gemm_tile_call<Arch, MR, NV>(re, MR, nc, p.taps(), cin_g, w, oe);
-        ne = 0;
-      }
-    };
-    const index_t osw = out.stride_w, rsw = has_res ? res.stride_w : 0;
-    const index_t step = index_t(p.stride_w) * in.stride_w;
-    for (int b = 0; b < in.n(); ++b) {
-      const float* img = in.pixel(b, 0, 0) + g * cin_g;
-      for (int oy = row0; oy < row1; ++oy) {
+  for (int q0 = 0; q0 < total_rows; q0 += block) {
+    const int q1 = total_rows - q0 < block ? total_rows : q0 + block;
+    for (int pn = p0; pn < p1; ++pn) {
+      const float* w = pw.panel(g, pn);
+      const int n0 = pn * pw.nr;
+      const int nc = pw.cols - n0 < NRV ? pw.cols - n0 : NRV;
+      const int ch0 = g * pw.cols + n0;
+      int ni = 0, ne = 0;
+      auto push_edge = [&](const float* img, int y, int x, float* c, const float* r) {
+        re.img[ne] = img;
+        re.iy[ne] = y;
+        re.ix[ne] = x;
+        oe.c[ne] = c;
+        oe.r[ne] = r;
+        if (++ne == MR) {
+          gemm_tile_call<Arch, MR, NV>(re, MR, nc, p.taps(), cin_g, w, oe);
+          ne = 0;
+        }
+      };
+      for (int q = q0; q < q1; ++q) {
+        const int b = q / rows_per_item, oy = row0 + (q - b * rows_per_item);
+        const float* img = in.pixel(b, 0, 0) + g * cin_g;
         const int y = oy * p.stride_h - p.pad_top;
         float* orow = out.pixel(b, oy, 0) + ch0;
         const float* rrow = has_res ? res.pixel(b, oy, 0) + ch0 : nullptr;
-        // Output columns [xa, xb) whose windows lie inside the input columns.
-        int xa = 0, xb = 0;
-        if (taps.ok && y >= 0 && y + span_h < H) {
-          xa = int(div_up(p.pad_left, p.stride_w));
-          xb = W - span_w + p.pad_left > 0 ? int(div_up(W - span_w + p.pad_left, p.stride_w)) : 0;
-          if (xb > OW) xb = OW;
-          if (xa > xb) xa = xb;
-        }
-        for (int ox = 0; ox < xa; ++ox)
+        const bool inside = taps.ok && y >= 0 && y + span_h < H;
+        const int ia = inside ? xa : 0, ib = inside ? xb : 0;
+        for (int ox = 0; ox < ia; ++ox)
           push_edge(img, y, ox * p.stride_w - p.pad_left, orow + ox * osw, has_res ? rrow + ox * rsw : nullptr);
-        if (xa < xb) {
-          const float* src = img + y * in.stride_h + (xa * p.stride_w - p.pad_left) * in.stride_w;
-          float* c = orow + xa * osw;
-          const float* r = rrow ? rrow + xa * rsw : nullptr;
-          for (int ox = xa; ox < xb;) {
-            const int n = xb - ox < MR - ni ? xb - ox : MR - ni;
+        if (ia < ib) {
+          const float* src = img + y * in.stride_h + (ia * p.stride_w - p.pad_left) * in.stride_w;
+          float* c = orow + ia * osw;
+          const float* r = rrow ? rrow + ia * rsw : nullptr;
+          for (int ox = ia; ox < ib;) {
+            const int n = ib - ox < MR - ni ? ib - ox : MR - ni;
             for (int j = 0; j < n; ++j) {
               ri.base[ni + j] = src;
               oi.c[ni + j] = c;
@@ -270,27 +274,27 @@ void conv2d_panels(const Conv2dParams& p, ConstTensor in, const PackedWeights& p
             }
           }
         }
-        for (int ox = xb; ox < OW; ++ox)
+        for (int ox = ib; ox < OW; ++ox)
           push_edge(img, y, ox * p.stride_w - p.pad_left, orow + ox * osw, has_res ? rrow + ox * rsw : nullptr);
       }
-    }
-    if (ni > 0) {
-      pad_tile<MR>(ni, [&](int i, int last) {
-        ri.base[i] = ri.base[last];
-        oi.c[i] = oi.c[last];
-        oi.r[i] = oi.r[last];
-      });
-      gemm_tile_call<Arch, MR, NV>(ri, ni, nc, taps.count, taps.kc, w, oi);
-    }
-    if (ne > 0) {
-      pad_tile<MR>(ne, [&](int i, int last) {
-        re.img[i] = re.img[last];
-        re.iy[i] = re.iy[last];
-        re.ix[i] = re.ix[last];
-        oe.c[i] = oe.c[last];
-        oe.r[i] = oe.r[last];
-      });
-      gemm_tile_call<Arch, MR, NV>(re, ne, nc, p.taps(), cin_g, w, oe);
+      if (ni > 0) {
+        pad_tile<MR>(ni, [&](int i, int last) {
+          ri.base[i] = ri.base[last];
+          oi.c[i] = oi.c[last];
+          oi.r[i] = oi.r[last];
+        });
+        gemm_tile_call<Arch, MR, NV>(ri, ni, nc, taps.count, taps.kc, w, oi);
+      }
+      if (ne > 0) {
+        pad_tile<MR>(ne, [&](int i, int last) {
+          re.img[i] = re.img[last];
+          re.iy[i] = re.iy[last];
+          re.ix[i] = re.ix[last];
+          oe.c[i] = oe.c[last];
+          oe.r[i] = oe.r[last];
+        });
+        gemm_tile_call<Arch, MR, NV>(re, ne, nc, p.taps(), cin_g, w, oe);
+      }
     }
   }
 }

@@ -268,8 +268,10 @@ EDGENN_INLINE void gemm_tile_rows(const Rows& rows, int mr, int nc, int taps, in
   gemm_tile<Arch, MR, NV>(rows, mr, nc, taps, kc, w, out);
 }
 
-// gemm_tile_rows as a call of its own: row providers fill a tile in one place and flush
-// the partial tile in another; one out-of-line copy of the microkernels serves both.
+// gemm_tile_rows as a call of its own: one out-of-line copy of the microkernels per row
+// provider (row providers fill a tile in one place and flush the partial tile in another),
+// and GCC allocates the microkernel's registers on its own: inlined into a tile loop it
+// spills the weight vectors to the stack.
 template <class Arch, int MR, int NV, bool SplitK = false, class Rows>
 EDGENN_NOINLINE void gemm_tile_call(const Rows& rows, int mr, int nc, int taps, int kc, const float* w,
                                     const TileOutput<MR>& out) {
@@ -318,6 +320,20 @@ struct OffsetRows {
   }
 };
 
+// Rows of A (or output rows of a convolution, `row_floats` input floats each) per cache
+// block when `panels` weight panels of `panel_floats` each run over `rows` rows. Panels
+// are the outer loop within a block: one panel stays in cache while the block's rows
+// stream through it, and the block (about 192 KB of input) stays in the L2 cache for the
+// next panel. Blocking only pays when there is more than one panel and the panels
+// themselves fit the L2 cache beside the block (up to about 512 KB); otherwise one block.
+inline int cache_block_rows(int panels, index_t panel_floats, index_t row_floats, int rows) {
+  constexpr index_t block_floats = 192 * 1024 / sizeof(float);
+  constexpr index_t weight_floats = 512 * 1024 / sizeof(float);
+  if (panels <= 1 || panels * panel_floats > weight_floats || row_floats <= 0) return rows > 0 ? rows : 1;
+  const index_t r = block_floats / row_floats;
+  return int(r < 1 ? 1 : r < rows ? r : rows);
+}
+
 // Dense GEMM over a full matrix A [m][k] (row stride lda) into C [m][cols] (row stride ldc),
 // with optional residual R (row stride ldr; may equal C for accumulation), panels
 // [p0, p1) of group g, all of them NV vectors wide. SplitK: see gemm_tile_rows.
@@ -326,26 +342,31 @@ void gemm_panels(int m, const float* a, index_t lda, const PackedWeights& pw, in
                  index_t ldc, const float* r, index_t ldr, Clamp clamp) {
   constexpr int MR = PanelConfig<Arch>::rows_for(NV);
   const index_t zero_offset[1] = {0};
-  for (int p = p0; p < p1; ++p) {
-    const float* w = pw.panel(g, p);
-    const int n0 = p * pw.nr;
-    const int nc = pw.cols - n0 < NV * PanelConfig<Arch>::lanes ? pw.cols - n0 : NV * PanelConfig<Arch>::lanes;
-    for (int m0 = 0; m0 < m; m0 += MR) {
-      const int mr = m - m0 < MR ? m - m0 : MR;
-      // Row pointers precomputed once per tile (recomputing a0 + i * lda inside the
-      // microkernel costs registers and makes GCC spill the weight vectors).
-      OffsetRows<MR> rows;
-      rows.off = zero_offset;
-      TileOutput<MR> out;
-      out.clamp = clamp;
-      out.residual = r != nullptr;
-      for (int i = 0; i < MR; ++i) {
-        const int row = m0 + (i < mr ? i : mr - 1);
-        rows.base[i] = a + row * lda;
-        out.c[i] = c + row * ldc + n0;
-        out.r[i] = r ? r + row * ldr + n0 : nullptr;
+  int block = cache_block_rows(p1 - p0, pw.panel_floats(), pw.k, m);
+  if (block < m) block = int(round_up(block, MR));
+  for (int b0 = 0; b0 < m; b0 += block) {
+    const int b1 = m - b0 < block ? m : b0 + block;
+    for (int p = p0; p < p1; ++p) {
+      const float* w = pw.panel(g, p);
+      const int n0 = p * pw.nr;
+      const int nc = pw.cols - n0 < NV * PanelConfig<Arch>::lanes ? pw.cols - n0 : NV * PanelConfig<Arch>::lanes;
+      for (int m0 = b0; m0 < b1; m0 += MR) {
+        const int mr = b1 - m0 < MR ? b1 - m0 : MR;
+        // Row pointers precomputed once per tile (recomputing a0 + i * lda inside the
+        // microkernel costs registers and makes GCC spill the weight vectors).
+        OffsetRows<MR> rows;
+        rows.off = zero_offset;
+        TileOutput<MR> out;
+        out.clamp = clamp;
+        out.residual = r != nullptr;
+        for (int i = 0; i < MR; ++i) {
+          const int row = m0 + (i < mr ? i : mr - 1);
+          rows.base[i] = a + row * lda;
+          out.c[i] = c + row * ldc + n0;
+          out.r[i] = r ? r + row * ldr + n0 : nullptr;
+        }
+        gemm_tile_call<Arch, MR, NV, SplitK>(rows, mr, nc, 1, pw.k, w, out);
       }
-      gemm_tile_rows<Arch, MR, NV, SplitK>(rows, mr, nc, 1, pw.k, w, out);
     }
   }
 }
