@@ -28,8 +28,9 @@ Status fully_connected(int batch, const float* x, index_t ldx, const PackedWeigh
   EDGENN_CHECK(packed_for<Arch>(w), Error::invalid_argument,
                "fully_connected: weights were packed for another SIMD architecture");
   const Clamp clamp = activation_clamp(act);
-  // One or two rows: the reduction split over several accumulators (gemm_tile_rows).
-  if (batch > 2) {
+  // One or two rows: the reduction split over several accumulators (gemm_tile_rows; SIMD
+  // backends only: the scalar backend has no such kernel, and no second copy of its GEMM).
+  if (batch > 2 || simd::Vec<Arch>::size == 1) {
     gemm<Arch>(batch, x, ldx, w, 0, y, ldy, nullptr, 0, clamp);
   } else if (batch > 0) {
     for_panel_widths<Arch>(w, [&](auto nv, int p0, int p1) {
