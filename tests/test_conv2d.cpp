@@ -123,6 +123,50 @@ TEST_CASE_TEMPLATE("conv2d matches the reference on random shapes", Arch, EDGENN
   for (int i = 0; i < cases; ++i) run_case<Arch>(random_case(r), r);
 }
 
+// Shapes that reach the special cases of the tiling: output channels past four SIMD
+// vectors (full panels plus a narrower last panel: 80 = 64 + 16 on AVX-512), stems with 1-4
+// input channels (kernel rows merged into one run of kernel_w * cin), and images so small
+// that every tile is partial (half-height and one-row tiles).
+TEST_CASE_TEMPLATE("conv2d matches the reference on wide outputs, stems and tiny images", Arch, EDGENN_TEST_ARCHS) {
+  test::Rng r(0x5EED);
+  const int cases = test::scaled(120);
+  for (int i = 0; i < cases; ++i) {
+    ConvCase c;
+    const int kind = r.uniform_int(0, 3);
+    int cin = r.uniform_int(1, 4), cout = r.uniform_int(1, 24);
+    switch (kind) {
+      case 0:  // wide output
+        c.p = Conv2dParams::square(r.pick(std::vector<int>{1, 3}), r.uniform_int(1, 2), 0);
+        if (c.p.kernel_h == 3) c.p.pad_top = c.p.pad_left = c.p.pad_bottom = c.p.pad_right = 1;
+        cin = r.uniform_int(1, 24);
+        cout = r.uniform_int(60, 200);
+        break;
+      case 1:  // stem: 3x3 over 1-4 channels, stride 1 or 2
+        c.p = Conv2dParams::square(3, r.uniform_int(1, 2), 1);
+        cout = r.uniform_int(1, 80);
+        break;
+      case 2:  // stem with another kernel size (5x5 / 7x7, padding k/2)
+        c.p = Conv2dParams::square(r.pick(std::vector<int>{5, 7}), r.uniform_int(1, 2), 0);
+        c.p.pad_top = c.p.pad_left = c.p.pad_bottom = c.p.pad_right = c.p.kernel_h / 2;
+        break;
+      default:  // pointwise on a tiny image: m < one tile
+        c.p = Conv2dParams::square(1, 1, 0);
+        cin = r.uniform_int(1, 40);
+        cout = r.uniform_int(1, 140);
+        break;
+    }
+    c.p.activation = static_cast<Activation>(r.uniform_int(0, 2));
+    const bool tiny = kind == 3 || r.coin(0.3);
+    const int h = tiny ? r.uniform_int(1, 3) : r.uniform_int(4, 17), w = tiny ? r.uniform_int(1, 3) : r.uniform_int(4, 17);
+    c.in = Shape{r.uniform_int(1, 3), h, w, cin};
+    c.cout = cout;
+    c.residual = r.coin(0.3);
+    c.strided = r.coin(0.3);
+    c.split_rows = r.coin(0.2);
+    run_case<Arch>(c, r);
+  }
+}
+
 TEST_CASE_TEMPLATE("conv2d covers the ResNet and MobileNetV2 layer shapes", Arch, EDGENN_TEST_ARCHS) {
   test::Rng r(7);
   struct L {

@@ -1,9 +1,10 @@
 // Depthwise convolution (groups == channels, one filter per channel), NHWC.
 //
-// SIMD runs across channels. The 3x3 stride-1/stride-2 fast path keeps the nine weight
-// vectors of a channel block in registers and produces four output pixels per step,
-// sharing the loaded input columns between neighbouring pixels; every other kernel size,
-// dilation, the image borders and channel tails go through the general per-pixel path.
+// SIMD runs across channels. The 3x3 stride-1/stride-2 fast path produces four output
+// pixels of a row per step, sharing the loaded input columns between neighbouring pixels,
+// with the channel blocks innermost; at the image borders the columns outside the input
+// read as zero (the same kernel, checked), channel tails use masked loads and stores.
+// Every other kernel size and dilation goes through the general per-pixel path.
 //
 // Weights are packed from the canonical OHWI layout ([C][kh][kw][1]) into
 // [bias: Cp][tap 0: Cp]...[tap kh*kw-1: Cp], Cp = C rounded up to the SIMD width.
@@ -76,55 +77,83 @@ EDGENN_INLINE void depthwise_pixel(const Conv2dParams& p, ConstTensor in, const 
   }
 }
 
-// 3x3 stride S: four output pixels [ox, ox + 4) of row oy whose windows lie inside the
-// input columns, one full channel block. `rows[ky]` is the input row (null = padding).
-template <class Arch, int S>
-EDGENN_INLINE void depthwise3x3_quad(const float* const rows[3], index_t sw, int x0, int c0, const simd::Vec<Arch> (&wv)[9],
-                                     simd::Vec<Arch> bias, float* out, index_t osw, const float* res, index_t rsw,
-                                     simd::Vec<Arch> lo, simd::Vec<Arch> hi) {
+// 3x3 stride S: `px` <= 4 output pixels of one row starting at input column x0, one
+// channel block [c0, c0 + n) (n < lanes only when PARTIAL). `rows[ky]` is the input row
+// (null = padding). CHECKED: columns outside [0, W) read as zero (image borders, any
+// padding); otherwise the 4 windows lie inside the input.
+template <class Arch, int S, bool CHECKED, bool PARTIAL>
+EDGENN_INLINE void depthwise3x3_quad(const float* const rows[3], index_t sw, int x0, int W, int c0, int n,
+                                     const DepthwiseWeights& w, int px, float* out, index_t osw, const float* res,
+                                     index_t rsw, simd::Vec<Arch> lo, simd::Vec<Arch> hi) {
   using V = simd::Vec<Arch>;
   constexpr int PX = 4;
   constexpr int COLS = (PX - 1) * S + 3;
+  const V bias = V::load(w.bias() + c0);
   V acc[PX];
   for (int i = 0; i < PX; ++i) acc[i] = bias;
 #pragma GCC unroll 3
   for (int ky = 0; ky < 3; ++ky) {
     if (!rows[ky]) continue;
+    const V w0 = V::load(w.tap(ky * 3 + 0) + c0);
+    const V w1 = V::load(w.tap(ky * 3 + 1) + c0);
+    const V w2 = V::load(w.tap(ky * 3 + 2) + c0);
     V col[COLS];
-    const float* src = rows[ky] + index_t(x0) * sw + c0;
+    const float* src = rows[ky] + c0;
 #pragma GCC unroll 12
-    for (int j = 0; j < COLS; ++j) col[j] = V::load(src + j * sw);
+    for (int j = 0; j < COLS; ++j) {
+      const int x = x0 + j;
+      if (CHECKED && unsigned(x) >= unsigned(W)) {
+        col[j] = V::zero();
+      } else {
+        col[j] = PARTIAL ? V::load_partial(src + x * sw, n) : V::load(src + x * sw);
+      }
+    }
 #pragma GCC unroll 4
     for (int i = 0; i < PX; ++i) {
-      acc[i] = fma(col[i * S + 0], wv[ky * 3 + 0], acc[i]);
-      acc[i] = fma(col[i * S + 1], wv[ky * 3 + 1], acc[i]);
-      acc[i] = fma(col[i * S + 2], wv[ky * 3 + 2], acc[i]);
+      acc[i] = fma(col[i * S + 0], w0, acc[i]);
+      acc[i] = fma(col[i * S + 1], w1, acc[i]);
+      acc[i] = fma(col[i * S + 2], w2, acc[i]);
     }
   }
 #pragma GCC unroll 4
   for (int i = 0; i < PX; ++i) {
+    if (CHECKED && i >= px) break;
     V v = acc[i];
-    if (res) v = v + V::load(res + i * rsw);
-    min(max(v, lo), hi).store(out + i * osw);
+    if (res) v = v + (PARTIAL ? V::load_partial(res + i * rsw, n) : V::load(res + i * rsw));
+    v = min(max(v, lo), hi);
+    if (PARTIAL) {
+      v.store_partial(out + i * osw, n);
+    } else {
+      v.store(out + i * osw);
+    }
   }
+}
+
+// One group of <= 4 output pixels of a row, every channel block (channels innermost: the
+// loads of consecutive blocks are consecutive in memory, which streams at batch sizes
+// whose activations do not fit the caches).
+template <class Arch, int S, bool CHECKED>
+EDGENN_INLINE void depthwise3x3_quad_channels(const float* const rows[3], index_t sw, int x0, int W, int C,
+                                              const DepthwiseWeights& w, int px, float* out, index_t osw,
+                                              const float* res, index_t rsw, simd::Vec<Arch> lo, simd::Vec<Arch> hi) {
+  constexpr int VL = simd::Vec<Arch>::size;
+  int c0 = 0;
+  for (; c0 + VL <= C; c0 += VL)
+    depthwise3x3_quad<Arch, S, CHECKED, false>(rows, sw, x0, W, c0, VL, w, px, out + c0, osw, res ? res + c0 : nullptr,
+                                               rsw, lo, hi);
+  if (c0 < C)
+    depthwise3x3_quad<Arch, S, CHECKED, true>(rows, sw, x0, W, c0, C - c0, w, px, out + c0, osw,
+                                              res ? res + c0 : nullptr, rsw, lo, hi);
 }
 
 template <class Arch, int S>
 void depthwise3x3(const Conv2dParams& p, ConstTensor in, const DepthwiseWeights& w, Tensor out, const ConstTensor* res,
                   int b, int row0, int row1) {
   using V = simd::Vec<Arch>;
-  constexpr int VL = V::size;
   const Clamp clamp = activation_clamp(p.activation);
   const V lo = V::broadcast(clamp.lo), hi = V::broadcast(clamp.hi);
-  const int C = in.c(), OW = out.w();
-  // Output columns whose 3-wide window is inside the input: x0 = ox*S - pad_left >= 0 and
-  // x0 + 2 < W.
-  int xa = (p.pad_left + S - 1) / S;
-  int xb = (in.w() - 3 + p.pad_left) / S + 1;  // exclusive
-  if (in.w() < 3 - p.pad_left) xb = xa;
-  if (xb > OW) xb = OW;
-  if (xb < xa) xb = xa;
-  const int cfull = C / VL * VL;
+  const int C = in.c(), OW = out.w(), W = in.w();
+  const index_t sw = in.stride_w, osw = out.stride_w, rsw = res ? res->stride_w : 0;
   for (int oy = row0; oy < row1; ++oy) {
     const float* rows[3];
     for (int ky = 0; ky < 3; ++ky) {
@@ -133,30 +162,17 @@ void depthwise3x3(const Conv2dParams& p, ConstTensor in, const DepthwiseWeights&
     }
     float* orow = out.pixel(b, oy, 0);
     const float* rrow = res ? res->pixel(b, oy, 0) : nullptr;
-    for (int c0 = 0; c0 < cfull; c0 += VL) {
-      V wv[9];
-      for (int t = 0; t < 9; ++t) wv[t] = V::load(w.tap(t) + c0);
-      const V bias = V::load(w.bias() + c0);
-      int ox = xa;
-      for (; ox + 4 <= xb; ox += 4) {
-        depthwise3x3_quad<Arch, S>(rows, in.stride_w, ox * S - p.pad_left, c0, wv, bias, orow + ox * out.stride_w + c0,
-                                   out.stride_w, rrow ? rrow + ox * res->stride_w + c0 : nullptr,
-                                   res ? res->stride_w : 0, lo, hi);
+    for (int ox = 0; ox < OW; ox += 4) {
+      const int px = OW - ox < 4 ? OW - ox : 4;
+      const int x0 = ox * S - p.pad_left;
+      float* o = orow + ox * osw;
+      const float* r = rrow ? rrow + ox * rsw : nullptr;
+      // The four windows lie inside the input columns: no checks.
+      if (px == 4 && x0 >= 0 && x0 + 3 * S + 2 < W) {
+        depthwise3x3_quad_channels<Arch, S, false>(rows, sw, x0, W, C, w, px, o, osw, r, rsw, lo, hi);
+      } else {
+        depthwise3x3_quad_channels<Arch, S, true>(rows, sw, x0, W, C, w, px, o, osw, r, rsw, lo, hi);
       }
-      for (; ox < xb; ++ox)
-        depthwise_pixel<Arch>(p, in, w, b, oy, ox, c0, VL, orow + ox * out.stride_w + c0,
-                              rrow ? rrow + ox * res->stride_w + c0 : nullptr, clamp);
-      for (int e = 0; e < xa && e < OW; ++e)
-        depthwise_pixel<Arch>(p, in, w, b, oy, e, c0, VL, orow + e * out.stride_w + c0,
-                              rrow ? rrow + e * res->stride_w + c0 : nullptr, clamp);
-      for (int e = xb > xa ? xb : xa; e < OW; ++e)
-        depthwise_pixel<Arch>(p, in, w, b, oy, e, c0, VL, orow + e * out.stride_w + c0,
-                              rrow ? rrow + e * res->stride_w + c0 : nullptr, clamp);
-    }
-    if (cfull < C) {
-      for (int ox = 0; ox < OW; ++ox)
-        depthwise_pixel<Arch>(p, in, w, b, oy, ox, cfull, C - cfull, orow + ox * out.stride_w + cfull,
-                              rrow ? rrow + ox * res->stride_w + cfull : nullptr, clamp);
     }
   }
 }
