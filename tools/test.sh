@@ -20,6 +20,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGES=(deps native sanitizers scalar aarch64 armhf cortex-m install golden parity dist)
+# Stages that run only when named with --only (too long for the 30-minute CI budget).
+OPTIONAL_STAGES=(mutants)
 stage_help() {
   cat <<'EOF'
   deps        apt packages: host libraries, Python/PyTorch, cross compilers, qemu, arm-none-eabi
@@ -36,6 +38,9 @@ stage_help() {
               on the full 10k test set (tools/parity_check.py with the native build's edgenn-eval)
   dist        tiled distributed training: planner + in-process tiled steps vs single device, and the
               MPI runtime under mpirun with 1, 2, 3, 4 and 6 ranks (K SGD steps = single-device weights)
+Only with --only:
+  mutants     tools/mutants.py: deliberate bugs in the kernels, one at a time, each must make the
+              kernel tests fail (about 10 min on 2 cores)
 EOF
 }
 
@@ -282,6 +287,11 @@ stage_dist() {
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run_ctest "$BUILD/ci-dist" -R '^dist' -j 1
 }
 
+# Deliberate kernel bugs (tools/mutants.py): each must make the kernel tests fail.
+stage_mutants() {
+  "$PY" tools/mutants.py --build "$BUILD/ci-mutants" --jobs "$JOBS"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Driver
 usage() {
@@ -309,10 +319,12 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "--jobs needs a positive number, not '$JOBS'" >&2; exit 2; }
 for s in ${ONLY//,/ } ${SKIP//,/ }; do
-  [[ " ${STAGES[*]} " == *" $s "* ]] || { echo "unknown stage: $s (stages: ${STAGES[*]})" >&2; exit 2; }
+  [[ " ${STAGES[*]} ${OPTIONAL_STAGES[*]} " == *" $s "* ]] ||
+    { echo "unknown stage: $s (stages: ${STAGES[*]}; with --only also: ${OPTIONAL_STAGES[*]})" >&2; exit 2; }
 done
 selected=()
-for s in "${STAGES[@]}"; do
+for s in "${STAGES[@]}" "${OPTIONAL_STAGES[@]}"; do
+  if [[ -z "$ONLY" && " ${OPTIONAL_STAGES[*]} " == *" $s "* ]]; then continue; fi
   if [[ -n "$ONLY" && ",$ONLY," != *",$s,"* ]]; then continue; fi
   if [[ ",$SKIP," == *",$s,"* ]]; then continue; fi
   selected+=("$s")
