@@ -11,8 +11,8 @@ names it. The working tree itself is never touched. `tools/test.sh --only mutant
 
 The mutants are small and realistic (an off-by-one on a boundary, a dropped tail iteration,
 a stride applied twice, a normalisation swapped), mostly in the SIMD fast paths that the
-reference comparison must catch, and one in a naive reference that only the PyTorch golden
-vectors can catch.
+reference comparison must catch, and one in a naive reference kernel (the fast kernel's tests
+then disagree with it).
 """
 import argparse
 import os
@@ -57,7 +57,7 @@ MUTANTS = [
     ("reference-conv-dilation", K + "reference/conv2d.hpp",
      "const int iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;",
      "const int iy = oy * p.stride_h - p.pad_top + ky;",  # the naive reference ignores dilation
-     ["test_golden"]),
+     ["test_conv2d", "test_golden"]),
 ]
 
 
@@ -72,7 +72,10 @@ def run(cmd, **kw):
 def copy_tree(dst):
     if os.path.exists(dst):
         shutil.rmtree(dst)
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(".git", "build", "__pycache__"))
+    # Fresh timestamps (shutil.copy, not copy2): files restored after an earlier mutant must
+    # look newer than the objects built from them, or the baseline would reuse mutant builds.
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(".git", "build", "__pycache__"),
+                    copy_function=shutil.copy)
 
 
 def build(bdir, targets, jobs):
@@ -115,7 +118,8 @@ def main():
             print(f"{name:32s} {path}: '{old}' -> '{new}'  [{', '.join(targets)}]")
         return 0
 
-    src, bdir = os.path.join(args.build, "src"), os.path.join(args.build, "build")
+    scratch = os.path.abspath(args.build)
+    src, bdir = os.path.join(scratch, "src"), os.path.join(scratch, "build")
     log(f"mutants: copying the working tree to {src}")
     copy_tree(src)
     # Each mutation must apply to the tree as it is: an edit elsewhere must not silently turn

@@ -40,7 +40,7 @@ stage_help() {
               MPI runtime under mpirun with 1, 2, 3, 4 and 6 ranks (K SGD steps = single-device weights)
 Only with --only:
   mutants     tools/mutants.py: deliberate bugs in the kernels, one at a time, each must make the
-              kernel tests fail (about 10 min on 2 cores)
+              kernel tests fail (about 2-3 min on 2 cores)
 EOF
 }
 
