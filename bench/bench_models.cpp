@@ -9,6 +9,8 @@
 // MEANet files give two paths: "main" (easy inputs) and "main+extension" (hard inputs).
 #include <algorithm>
 #include <chrono>
+
+#include "median_time.hpp"
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -28,20 +30,8 @@ std::vector<int> parse_list(const std::string& s) {
   return v;
 }
 
-// Median seconds per call of fn over repeated calls for at least min_time seconds (after warm-up).
 template <class F>
-double median_seconds(F&& fn, double min_time) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<double> t;
-  const auto start = Clock::now();
-  do {
-    const auto t0 = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  } while (std::chrono::duration<double>(Clock::now() - start).count() < min_time || t.size() < 5);
-  std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(t.size() / 2), t.end());
-  return t[t.size() / 2];
-}
+double median_seconds(F&& fn, double min_time) { return edgenn_bench::median_seconds(fn, min_time, 3); }
 
 void emit(const std::string& model, const std::string& path, int batch, int threads, int threads_used, double s,
           std::int64_t macs) {

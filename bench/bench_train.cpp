@@ -16,6 +16,8 @@
 // images), made before the baseline; its size per sample is reported.
 #include <algorithm>
 #include <chrono>
+
+#include "median_time.hpp"
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -61,18 +63,7 @@ bool reset_peak() {
 }
 
 template <class F>
-double median_seconds(F&& fn, double min_time) {
-  for (int i = 0; i < 2; ++i) fn();
-  std::vector<double> t;
-  const auto start = Clock::now();
-  do {
-    const auto t0 = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  } while (std::chrono::duration<double>(Clock::now() - start).count() < min_time || t.size() < 5);
-  std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(t.size() / 2), t.end());
-  return t[t.size() / 2];
-}
+double median_seconds(F&& fn, double min_time) { return edgenn_bench::median_seconds(fn, min_time, 2); }
 
 void init_normal(std::vector<float>& v, double sd, std::mt19937_64& rng) {
   std::normal_distribution<double> nd(0.0, sd);

@@ -19,22 +19,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pyref import models, safetensors_io  # noqa: E402
+from pyref import models, safetensors_io, timing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def median_seconds(fn, min_time):
-    for _ in range(3):
-        fn()
-    t = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(t) < 5:
-        t0 = time.perf_counter()
-        fn()
-        t.append(time.perf_counter() - t0)
-    t.sort()
-    return t[len(t) // 2]
+    return timing.median_seconds(fn, min_time, warmup=3)
 
 
 def torch_rows(path, batches, threads, min_time):

@@ -25,6 +25,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from pyref import timing  # noqa: E402  (no torch: the parent process stays light)
 
 
 def status_kb(field):
@@ -36,23 +38,13 @@ def status_kb(field):
 
 
 def median_seconds(fn, min_time):
-    for _ in range(2):
-        fn()
-    t = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < min_time or len(t) < 5:
-        t0 = time.perf_counter()
-        fn()
-        t.append(time.perf_counter() - t0)
-    t.sort()
-    return t[len(t) // 2]
+    return timing.median_seconds(fn, min_time, warmup=2)
 
 
 def torch_config(workload, batch, threads, min_time, memory):
     """One PyTorch configuration (run in its own process for memory rows)."""
     import torch
     import torch.nn.functional as F
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     from pyref import models
     torch.set_num_threads(threads)
     torch.manual_seed(7)
