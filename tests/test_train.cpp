@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <unistd.h>
 #include <cstring>
 #include <random>
@@ -448,6 +449,88 @@ TEST_CASE_TEMPLATE("threaded MEANet stage-C step equals the serial step", Arch, 
   const auto g1 = slots_of(s1), g2 = slots_of(s2);
   CHECK(g1.size() > 10);
   check_same_gradients(g1, g2, 1e-5);
+}
+
+// A network whose input is a concat with a frozen part (MEANet's extension on main-block and
+// adaptive features): with set_input_grad_from(c) backward computes the input gradient of
+// channels [c, cin) only. It must equal those channels of the full input gradient, and leave
+// the parameter gradients as they are, to the bit (same reductions in the same order).
+TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's channels", Arch, EDGENN_TEST_ARCHS) {
+  struct Case {
+    const char* name;
+    int from;
+    std::function<nn::Network<Arch>()> make;
+  };
+  const Case cases[] = {
+      {"block with a projection shortcut first", 5,
+       [] {
+         nn::Network<Arch> n;
+         n.add(nn::BasicBlock<Arch>::make("a", 12, 8, 1));
+         return n;
+       }},
+      {"block with an identity shortcut first", 7,
+       [] {
+         nn::Network<Arch> n;
+         n.add(nn::BasicBlock<Arch>::make("a", 12, 12, 1));
+         n.add(nn::BasicBlock<Arch>::make("b", 12, 8, 2));
+         return n;
+       }},
+      {"conv first", 4,
+       [] {
+         nn::Network<Arch> n;
+         n.add(nn::make_conv_bn<Arch>("c", "bn", 12, 8, 3, 1, 1, Activation::relu));
+         n.add(nn::BasicBlock<Arch>::make("b", 8, 8, 1));
+         return n;
+       }},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    std::mt19937 gen(11);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    nn::Network<Arch> na = c.make(), nb = c.make();
+    std::vector<float> w;
+    na.visit_layers([&](nn::ConvBN<Arch>& l) {
+      for (auto& v : l.weight) v = nd(gen);
+      w.insert(w.end(), l.weight.begin(), l.weight.end());
+    });
+    std::size_t k = 0;
+    nb.visit_layers([&](nn::ConvBN<Arch>& l) {
+      for (auto& v : l.weight) v = w[k++];
+    });
+    const Shape in{3, 6, 6, 12};
+    std::vector<float> x(std::size_t(in.size()));
+    for (auto& v : x) v = nd(gen);
+    train::NetworkTrain<Arch> full, part;
+    REQUIRE(full.bind(na, false).is_ok());
+    REQUIRE(part.bind(nb, false).is_ok());
+    part.set_input_grad_from(c.from);
+    Ws ws(std::max(full.workspace_bytes(in), part.workspace_bytes(in)));
+    const ConstTensor xv = ConstTensor::dense(x.data(), in);
+    REQUIRE(full.forward(xv, ws.ws).is_ok());
+    REQUIRE(part.forward(xv, ws.ws).is_ok());
+    const Shape os = full.output().shape;
+    std::vector<float> da(std::size_t(os.size())), db;
+    for (auto& v : da) v = nd(gen);
+    db = da;
+    const Shape ps{in.n, in.h, in.w, in.c - c.from};
+    std::vector<float> dxa(std::size_t(in.size()), 0.0f), dxb(std::size_t(ps.size()), 0.0f);
+    REQUIRE(full.backward(xv, Tensor::dense(da.data(), os), Tensor::dense(dxa.data(), in), false, ws.ws).is_ok());
+    REQUIRE(part.backward(xv, Tensor::dense(db.data(), os), Tensor::dense(dxb.data(), ps), false, ws.ws).is_ok());
+    bool same = true;
+    double largest = 0;
+    for (index_t p = 0; p < in.n * in.pixels(); ++p)
+      for (int ch = c.from; ch < in.c; ++ch) {
+        const float a = dxa[std::size_t(p * in.c + ch)], b = dxb[std::size_t(p * ps.c + ch - c.from)];
+        same = same && a == b;
+        largest = std::max(largest, double(std::fabs(a)));
+      }
+    CHECK(same);
+    CHECK(largest > 0);  // the gradient reached the input
+    CHECK(same_bits(slots_of(full), slots_of(part)));
+    // A dx with the channels of the whole input is refused once the range is set.
+    std::vector<float> da2(std::size_t(os.size()), 1.0f);
+    CHECK_FALSE(part.backward(xv, Tensor::dense(da2.data(), os), Tensor::dense(dxa.data(), in), false, ws.ws).is_ok());
+  }
 }
 
 TEST_CASE("thread pool: every task runs exactly once, over many back-to-back hand-offs") {

@@ -50,6 +50,18 @@ MUTANTS = [
      "for (index_t i = 0; i < wsize; ++i) dw[i] = 0.0f;",
      "for (index_t i = 1; i < wsize; ++i) dw[i] = 0.0f;",  # first weight gradient keeps its old value
      ["test_backward"]),
+    ("weight-grad-tap-rows", K + "conv2d_backward.hpp",
+     "const int ylo = imax(0, -floor_div(-(lw.pt - tdy), lw.sh));",
+     "const int ylo = imax(0, floor_div(lw.pt - tdy, lw.sh));",  # ceil -> floor: a padding row read as input
+     ["test_backward"]),
+    ("input-grad-interior-test", K + "conv2d_backward.hpp",
+     "if (row_inside && mx - qx_max >= 0 && mx - tx.q0 < re.OW) {",
+     "if (row_inside && mx - qx_max >= -1 && mx - tx.q0 < re.OW) {",  # a border pixel taken as interior
+     ["test_backward"]),
+    ("partial-input-grad-channels", "include/edgenn/train/layers.hpp",
+     "std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);",
+     "std::copy_n(w + r * l.cin, cin, weight_slice.data() + r * cin);",  # weights of the frozen channels
+     ["test_train"]),
     ("cross-entropy-label-smoothing", K + "loss.hpp",
      "on = 1.0 - eps + off;",
      "on = 1.0 - eps;",  # target class misses its share of the smoothing mass

@@ -157,6 +157,43 @@ Status batchnorm_normalize(ConstTensor x, const float* mean, const float* invstd
   return Status::ok();
 }
 
+namespace detail {
+
+// The sums of batchnorm_backward_sums over g = dy * act'(y); with an activation, g is written
+// back to dy.
+template <class Arch, Activation Act>
+void batchnorm_backward_sums_impl(ConstTensor x, ConstTensor y, const float* dy_in, float* dy_out, index_t dsn,
+                                  index_t dsh, index_t dsw, const float* mean, const float* invstd, double* sum_dy,
+                                  double* sum_dy_xhat) {
+  using V = simd::Vec<Arch>;
+  const int C = x.c();
+  const V zero = V::zero(), six = V::broadcast(6.0f);
+  for (int b = 0; b < x.n(); ++b)
+    for (int i = 0; i < x.h(); ++i)
+      for_channel_blocks<Arch>(C, [&](int c0, int n, auto full) {
+        constexpr bool F = decltype(full)::value;
+        const V mu = load_n<Arch, F>(mean + c0, n);
+        V s = V::zero(), sx = V::zero();
+        for (int j = 0; j < x.w(); ++j) {
+          const index_t o = b * dsn + i * dsh + j * dsw + c0;
+          V g = load_n<Arch, F>(dy_in + o, n);
+          if constexpr (Act != Activation::none) {
+            const V yv = load_n<Arch, F>(y.pixel(b, i, j) + c0, n);
+            g = select_gt(yv, zero, g);
+            if constexpr (Act == Activation::relu6) g = select_lt(yv, six, g);
+            store_n<Arch, F>(g, dy_out + o, n);
+          }
+          s = s + g;
+          sx = fma(g, load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu, sx);
+        }
+        add_lanes<Arch>(s, n, sum_dy + c0);
+        // invstd is applied to the row sum (one multiply per row instead of per value).
+        add_lanes<Arch>(sx * load_n<Arch, F>(invstd + c0, n), n, sum_dy_xhat + c0);
+      });
+}
+
+}  // namespace detail
+
 // sum_dy[c] = sum dy, sum_dy_xhat[c] = sum dy * (x - mean) * invstd (written, or added with
 // `accumulate`, e.g. over tiles). These are dbeta and dgamma.
 template <class Arch = simd::default_arch>
@@ -164,25 +201,35 @@ Status batchnorm_backward_sums(ConstTensor x, ConstTensor dy, const float* mean,
                                double* sum_dy_xhat, bool accumulate = false) {
   EDGENN_CHECK(x.shape == dy.shape && x.shape.valid(), Error::shape_mismatch, "batchnorm_backward_sums: shapes differ");
   EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat, Error::invalid_argument, "batchnorm_backward_sums: null buffers");
-  using V = simd::Vec<Arch>;
-  const int C = x.c();
   if (!accumulate)
-    for (int c = 0; c < C; ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
-  for (int b = 0; b < x.n(); ++b)
-    for (int i = 0; i < x.h(); ++i)
-      detail::for_channel_blocks<Arch>(C, [&](int c0, int n, auto full) {
-        constexpr bool F = decltype(full)::value;
-        const V mu = detail::load_n<Arch, F>(mean + c0, n);
-        V s = V::zero(), sx = V::zero();
-        for (int j = 0; j < x.w(); ++j) {
-          const V g = detail::load_n<Arch, F>(dy.pixel(b, i, j) + c0, n);
-          s = s + g;
-          sx = fma(g, detail::load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu, sx);
-        }
-        detail::add_lanes<Arch>(s, n, sum_dy + c0);
-        // invstd is applied to the row sum (one multiply per row instead of per value).
-        detail::add_lanes<Arch>(sx * detail::load_n<Arch, F>(invstd + c0, n), n, sum_dy_xhat + c0);
-      });
+    for (int c = 0; c < x.c(); ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
+  detail::batchnorm_backward_sums_impl<Arch, Activation::none>(x, ConstTensor(), dy.data, nullptr, dy.stride_n,
+                                                               dy.stride_h, dy.stride_w, mean, invstd, sum_dy,
+                                                               sum_dy_xhat);
+  return Status::ok();
+}
+
+// The same sums with the backward of the activation that follows the BN fused in (one pass
+// instead of two): dy, the gradient at the activation's output y, is overwritten with the
+// gradient at its input (dy * act'(y), what a residual branch also receives), and the sums
+// are taken of that. act: none, relu or relu6 (the BN layer's output y = act(BN(x) [+ r])).
+template <class Arch = simd::default_arch>
+Status batchnorm_backward_sums(ConstTensor x, ConstTensor y, Activation act, Tensor dy, const float* mean,
+                               const float* invstd, double* sum_dy, double* sum_dy_xhat, bool accumulate = false) {
+  EDGENN_CHECK(x.shape == dy.shape && x.shape.valid() && (act == Activation::none || y.shape == dy.shape),
+               Error::shape_mismatch, "batchnorm_backward_sums: shapes differ");
+  EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat, Error::invalid_argument, "batchnorm_backward_sums: null buffers");
+  EDGENN_CHECK(act == Activation::none || act == Activation::relu || act == Activation::relu6, Error::unsupported,
+               "batchnorm_backward_sums: only relu and relu6 are fused");
+  if (!accumulate)
+    for (int c = 0; c < x.c(); ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
+  const auto run = [&](auto a) {
+    detail::batchnorm_backward_sums_impl<Arch, decltype(a)::value>(x, y, dy.data, dy.data, dy.stride_n, dy.stride_h,
+                                                                   dy.stride_w, mean, invstd, sum_dy, sum_dy_xhat);
+  };
+  if (act == Activation::relu) run(std::integral_constant<Activation, Activation::relu>{});
+  else if (act == Activation::relu6) run(std::integral_constant<Activation, Activation::relu6>{});
+  else run(std::integral_constant<Activation, Activation::none>{});
   return Status::ok();
 }
 

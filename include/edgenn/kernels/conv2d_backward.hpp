@@ -17,7 +17,8 @@
 //    GEMM with rows = cout, columns = (tap, cin) in OHWI order, reduction = output pixels.
 //    When cin/groups is a multiple of the SIMD width (every ResNet layer but the stem), each
 //    vector of columns is a plain load from one input pixel, and a dedicated tile walks dY and
-//    X in place (direct path: no staging). Otherwise chunks of pixels are staged in the
+//    X in place (direct path: no staging; a tile within one tap walks the in-bounds pixels as
+//    one rectangle per batch item). Otherwise chunks of pixels are staged in the
 //    workspace (dY transposed to [cout][pixels], the implicit im2col of X packed into panels)
 //    and run on gemm_tile (packed path). Either way partial sums are added into dW chunk after
 //    chunk in a fixed order that depends only on the shapes (replicas in the cluster runtime
@@ -211,43 +212,46 @@ ConvInputGradWeights pack_conv_input_grad_weights(const Conv2dParams& p, int cin
 }
 
 // Workspace of conv2d_backward_input with packed weights: a zero vector standing in for dY
-// outside its view.
+// outside its view, and the dY offset of each tap of a phase.
 constexpr std::size_t conv2d_backward_input_workspace_bytes(const Conv2dParams& p, int cout) {
-  return aligned_bytes<float>(std::size_t(cout / (p.groups > 0 ? p.groups : 1)));
+  return aligned_bytes<float>(std::size_t(cout / (p.groups > 0 ? p.groups : 1))) +
+         aligned_bytes<index_t>(std::size_t(p.kernel_h > 0 ? p.kernel_h : 0) * std::size_t(p.kernel_w > 0 ? p.kernel_w : 0));
 }
 
 namespace detail {
 
-// Rows of MR input pixels of one phase: for tap t of the phase, the dY pixel each input pixel
-// receives from, or the zero vector outside dY.
+// Rows of MR input pixels of one phase near the border of dY: for tap t of the phase, the dY
+// pixel each input pixel receives from, or the zero vector outside dY. (Pixels whose taps all
+// land inside dY take OffsetRows: one base pointer per pixel plus a per-tap offset.)
 template <int MR>
 struct InputGradRows {
-  const float* dy;  // batch item, group channel offset applied
-  index_t sh, sw;   // dY row and pixel strides
+  const float* img[MR];  // dY of each row's batch item, group channel offset applied
+  int my[MR], mx[MR];    // (iy + pt - ry) / sh and (ix + pl - rx) / sw of each pixel
+  index_t sh, sw;        // dY row and pixel strides
   int OH, OW;
-  int ntx;          // taps of the phase along x
+  int ntx;               // taps of the phase along x
   int qy0, dqy, qx0, dqx;
   const float* zero;
-  int my[MR], mx[MR];  // (iy + pt - ry) / sh and (ix + pl - rx) / sw of each pixel
-  bool interior;       // every tap of every pixel lands inside dY
 
-  EDGENN_INLINE void operator()(int t, const float* (&a)[MR]) const {
+  template <int N>
+  EDGENN_INLINE void operator()(int t, const float* (&a)[N]) const {
+    static_assert(N <= MR, "InputGradRows: too few rows");
     const int ty = t / ntx, tx = t - (t / ntx) * ntx;
     const int qy = qy0 + ty * dqy, qx = qx0 + tx * dqx;
-    if (interior) {
-      for (int i = 0; i < MR; ++i) a[i] = dy + (my[i] - qy) * sh + (mx[i] - qx) * sw;
-    } else {
-      for (int i = 0; i < MR; ++i) {
-        const int y = my[i] - qy, x = mx[i] - qx;
-        a[i] = (unsigned(y) < unsigned(OH) && unsigned(x) < unsigned(OW)) ? dy + y * sh + x * sw : zero;
-      }
+    for (int i = 0; i < N; ++i) {
+      const int y = my[i] - qy, x = mx[i] - qx;
+      a[i] = (unsigned(y) < unsigned(OH) && unsigned(x) < unsigned(OW)) ? img[i] + y * sh + x * sw : zero;
     }
   }
 };
 
+// The pixels of each phase are sorted into two running tiles, as in the forward
+// (conv2d_panels): pixels every tap of which lands inside dY (OffsetRows) and the others
+// (InputGradRows); a tile runs when it has MR pixels, from any rows and batch items. Every
+// pixel is reduced in the same order whichever tile it falls in.
 template <class Arch, int MR, int NV>
 void conv2d_input_grad_phases(const LocalWindow& lw, ConstTensor dy, const ConvInputGradWeights& w, Tensor dx,
-                              bool accumulate, int row0, int row1, const float* zero) {
+                              bool accumulate, int row0, int row1, const float* zero, index_t* tap_offset) {
   const int W = dx.w();
   for (int ry = 0; ry < lw.sh; ++ry)
     for (int rx = 0; rx < lw.sw; ++rx) {
@@ -273,48 +277,84 @@ void conv2d_input_grad_phases(const LocalWindow& lw, ConstTensor dy, const ConvI
       const int qy_max = ty.q0 + (ty.count - 1) * ty.dq, qx_max = tx.q0 + (tx.count - 1) * tx.dq;
       const float* phase_w = w.data + w.phase_offset(ry, rx);
       const index_t panel_floats = w.panel_floats(ntaps);
-      for (int b = 0; b < dx.n(); ++b)
-        for (int g = 0; g < w.groups; ++g)
-          for (int pn = 0; pn < w.panels; ++pn) {
-            const float* wp = phase_w + (index_t(g) * w.panels + pn) * panel_floats;
-            const int n0 = pn * w.nr;
-            const int nc = w.cin_g - n0 < w.nr ? w.cin_g - n0 : w.nr;
-            const int ch0 = g * w.cin_g + n0;
-            InputGradRows<MR> rows;
-            rows.dy = dy.pixel(b, 0, 0) + g * w.cout_g;
-            rows.sh = dy.stride_h;
-            rows.sw = dy.stride_w;
-            rows.OH = dy.h();
-            rows.OW = dy.w();
-            rows.ntx = tx.count > 0 ? tx.count : 1;
-            rows.qy0 = ty.q0;
-            rows.dqy = ty.dq;
-            rows.qx0 = tx.q0;
-            rows.dqx = tx.dq;
-            rows.zero = zero;
-            for (int m0 = 0; m0 < m; m0 += MR) {
-              const int mr = m - m0 < MR ? m - m0 : MR;
-              TileOutput<MR> o;
-              o.residual = accumulate;
-              rows.interior = true;
-              int py = m0 / nx, px = m0 - (m0 / nx) * nx;
-              for (int i = 0; i < MR; ++i) {
-                if (i > 0 && i < mr && ++px == nx) {
-                  px = 0;
-                  ++py;
+      for (int t = 0; t < ntaps; ++t) {  // interior pixels: dY offset of each tap of the phase
+        const int qy = ty.q0 + (t / tx.count) * ty.dq, qx = tx.q0 + (t % tx.count) * tx.dq;
+        tap_offset[t] = -(index_t(qy) * dy.stride_h + index_t(qx) * dy.stride_w);
+      }
+      for (int g = 0; g < w.groups; ++g)
+        for (int pn = 0; pn < w.panels; ++pn) {
+          const float* wp = phase_w + (index_t(g) * w.panels + pn) * panel_floats;
+          const int n0 = pn * w.nr;
+          const int nc = w.cin_g - n0 < w.nr ? w.cin_g - n0 : w.nr;
+          const int ch0 = g * w.cin_g + n0;
+          InputGradRows<MR> re;
+          re.sh = dy.stride_h;
+          re.sw = dy.stride_w;
+          re.OH = dy.h();
+          re.OW = dy.w();
+          re.ntx = tx.count;
+          re.qy0 = ty.q0;
+          re.dqy = ty.dq;
+          re.qx0 = tx.q0;
+          re.dqx = tx.dq;
+          re.zero = zero;
+          OffsetRows<MR> ri;
+          ri.off = tap_offset;
+          TileOutput<MR> oi, oe;
+          oi.residual = oe.residual = accumulate;
+          int ni = 0, ne = 0;
+          for (int b = 0; b < dx.n(); ++b) {
+            const float* img = dy.pixel(b, 0, 0) + g * w.cout_g;
+            for (int py = 0; py < ny; ++py) {
+              const int iy = iy0 + py * lw.sh;
+              const int my = (iy + lw.pt - ry) / lw.sh;  // exact division
+              const bool row_inside = my - qy_max >= 0 && my - ty.q0 < re.OH;
+              float* drow = dx.pixel(b, iy, 0) + ch0;
+              for (int px = 0; px < nx; ++px) {
+                const int ix = ix0 + px * lw.sw;
+                const int mx = (ix + lw.pl - rx) / lw.sw;
+                float* c = drow + index_t(ix) * dx.stride_w;
+                if (row_inside && mx - qx_max >= 0 && mx - tx.q0 < re.OW) {
+                  ri.base[ni] = img + my * re.sh + mx * re.sw;
+                  oi.c[ni] = c;
+                  oi.r[ni] = c;
+                  if (++ni == MR) {
+                    gemm_tile_call<Arch, MR, NV>(ri, MR, nc, ntaps, w.cout_g, wp, oi);
+                    ni = 0;
+                  }
+                } else {
+                  re.img[ne] = img;
+                  re.my[ne] = my;
+                  re.mx[ne] = mx;
+                  oe.c[ne] = c;
+                  oe.r[ne] = c;
+                  if (++ne == MR) {
+                    gemm_tile_call<Arch, MR, NV>(re, MR, nc, ntaps, w.cout_g, wp, oe);
+                    ne = 0;
+                  }
                 }
-                const int iy = iy0 + py * lw.sh, ix = ix0 + px * lw.sw;
-                rows.my[i] = (iy + lw.pt - ry) / lw.sh;  // exact division
-                rows.mx[i] = (ix + lw.pl - rx) / lw.sw;
-                if (rows.my[i] - qy_max < 0 || rows.my[i] - ty.q0 >= rows.OH || rows.mx[i] - qx_max < 0 ||
-                    rows.mx[i] - tx.q0 >= rows.OW)
-                  rows.interior = false;
-                o.c[i] = dx.pixel(b, iy, ix) + ch0;
-                o.r[i] = o.c[i];
               }
-              gemm_tile<Arch, MR, NV>(rows, mr, nc, ntaps, w.cout_g, wp, o);
             }
           }
+          if (ni > 0) {
+            pad_tile<MR>(ni, [&](int i, int last) {
+              ri.base[i] = ri.base[last];
+              oi.c[i] = oi.c[last];
+              oi.r[i] = oi.r[last];
+            });
+            gemm_tile_call<Arch, MR, NV>(ri, ni, nc, ntaps, w.cout_g, wp, oi);
+          }
+          if (ne > 0) {
+            pad_tile<MR>(ne, [&](int i, int last) {
+              re.img[i] = re.img[last];
+              re.my[i] = re.my[last];
+              re.mx[i] = re.mx[last];
+              oe.c[i] = oe.c[last];
+              oe.r[i] = oe.r[last];
+            });
+            gemm_tile_call<Arch, MR, NV>(re, ne, nc, ntaps, w.cout_g, wp, oe);
+          }
+        }
     }
 }
 
@@ -344,6 +384,7 @@ Status conv2d_backward_input(const Conv2dParams& p, ConstTensor dy, const ConvIn
 
   WorkspaceScope scope(ws);
   float* zero = ws.take<float>(std::size_t(w.cout_g));
+  index_t* tap_offset = ws.take<index_t>(std::size_t(p.kernel_h) * std::size_t(p.kernel_w));
   EDGENN_TRY(ws.status());
   if (ws.measuring() || row0 == row1) return Status::ok();
   for (int i = 0; i < w.cout_g; ++i) zero[i] = 0.0f;
@@ -352,14 +393,14 @@ Status conv2d_backward_input(const Conv2dParams& p, ConstTensor dy, const ConvIn
   using PC = PanelConfig<Arch>;
   switch (w.nv) {
     case 1:
-      detail::conv2d_input_grad_phases<Arch, PC::rows_for(1), 1>(lw, dy, w, dx, accumulate, row0, row1, zero);
+      detail::conv2d_input_grad_phases<Arch, PC::rows_for(1), 1>(lw, dy, w, dx, accumulate, row0, row1, zero, tap_offset);
       break;
     case 2:
-      detail::conv2d_input_grad_phases<Arch, PC::rows_for(2), 2>(lw, dy, w, dx, accumulate, row0, row1, zero);
+      detail::conv2d_input_grad_phases<Arch, PC::rows_for(2), 2>(lw, dy, w, dx, accumulate, row0, row1, zero, tap_offset);
       break;
     default:
       if constexpr (PC::registers >= 32 || PC::lanes == 1) {
-        detail::conv2d_input_grad_phases<Arch, PC::rows_for(4), 4>(lw, dy, w, dx, accumulate, row0, row1, zero);
+        detail::conv2d_input_grad_phases<Arch, PC::rows_for(4), 4>(lw, dy, w, dx, accumulate, row0, row1, zero, tap_offset);
       }
       break;
   }
@@ -552,29 +593,39 @@ void conv2d_weight_grad(const LocalWindow& lw, int groups, ConstTensor x, ConstT
 // per pixel, MR broadcasts from one dY pixel (one base pointer) and NV loads, MR * NV FMAs.
 
 // (rows, vectors) of the direct tile for an architecture: candidates that fit the register
-// file (MR * NV accumulators + NV operands + one broadcast), least padded work first.
+// file (MR * NV accumulators + NV operands + one broadcast), least padded work first. With
+// `per_tap` (vectors per tap of the direct path; 0: no preference) a tile whose NV divides it
+// wins when its work is at most 1/8 above the best: it stays within one tap and walks the
+// pixels inside the input as rectangles instead of row segments with padding switches, which
+// pays on small maps (14x14, 7x7).
 struct DirectTile {
   int mr, nv;
 };
 template <class Arch>
-constexpr DirectTile direct_weight_grad_tile(int rows, int vectors) {
+constexpr DirectTile direct_weight_grad_tile(int rows, int vectors, int per_tap = 0) {
   using PC = PanelConfig<Arch>;
   const DirectTile wide[] = {{8, 3}, {12, 2}, {6, 4}, {4, 1}};    // 32 vector registers
   const DirectTile narrow[] = {{6, 2}, {4, 3}, {4, 2}, {4, 1}};   // 16 vector registers
   const DirectTile scalar[] = {{4, 4}, {4, 2}, {2, 2}, {4, 1}};   // one lane: keep tiles small
   const DirectTile* c = PC::lanes == 1 ? scalar : PC::registers >= 32 ? wide : narrow;
-  DirectTile best = c[0];
-  long best_cost = -1;
-  for (int i = 0; i < 4; ++i) {
+  constexpr int candidates = 4;
+  long cost[candidates] = {};
+  int best = 0;
+  for (int i = 0; i < candidates; ++i) {
     const long tiles = long(div_up(rows, c[i].mr)) * long(div_up(vectors, c[i].nv));
     const long fmas = long(c[i].mr) * c[i].nv, loads = long(c[i].mr) + c[i].nv;
-    const long cost = tiles * (fmas > loads ? fmas : loads);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best = c[i];
-    }
+    cost[i] = tiles * (fmas > loads ? fmas : loads);
+    if (cost[i] < cost[best]) best = i;
   }
-  return best;
+  if (per_tap > 0 && per_tap % c[best].nv != 0) {
+    int aligned = -1;
+    for (int i = 0; i < candidates; ++i)
+      if (per_tap % c[i].nv == 0 && c[i].nv > 1 && 8 * cost[i] <= 9 * cost[best] &&
+          (aligned < 0 || cost[i] < cost[aligned]))
+        aligned = i;
+    if (aligned >= 0) best = aligned;
+  }
+  return c[best];
 }
 
 // Output rows per chunk: about 192 output pixels, so a chunk's dY and X stay in L1/L2 while
@@ -639,6 +690,59 @@ EDGENN_INLINE void direct_pixels(const float* g, index_t g_step, const float* co
   }
 }
 
+// direct_pixels where every vector of the tile reads inside x and the tile's MR output
+// channels are consecutive: constant broadcast offsets and one input step, which leaves GCC
+// enough registers to keep every pointer out of the stack.
+template <class Arch, int MR, int NV>
+EDGENN_INLINE void direct_pixels_inside(const float* g, index_t g_step, const float* const (&xp)[NV], index_t x_step,
+                                        int count, simd::Vec<Arch> (&acc)[MR][NV]) {
+  using V = simd::Vec<Arch>;
+  const float* x[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) x[v] = xp[v];
+  for (int p = 0; p < count; ++p, g += g_step) {
+    V xv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      xv[v] = V::load(x[v]);
+      x[v] += x_step;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const V b = V::broadcast(g[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = fma(b, xv[v], acc[i][v]);
+    }
+  }
+}
+
+// The pixels of a tile whose NV vectors are consecutive channels of one tap: `rows` x `cols`
+// output pixels inside the input (no padding), in row-major order; x points at the channels
+// of the first vector. Contiguous: the MR output channels follow one another from g (else
+// row[] holds each one's offset).
+template <class Arch, int MR, int NV, bool Contiguous>
+EDGENN_INLINE void direct_block(const float* g, index_t g_row, index_t g_px, const float* x, index_t x_row,
+                                index_t x_px, int rows, int cols, const int (&row)[MR],
+                                simd::Vec<Arch> (&acc)[MR][NV]) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size;
+  for (int r = 0; r < rows; ++r, g += g_row, x += x_row) {
+    const float* gp = g;
+    const float* xp = x;
+    for (int c = 0; c < cols; ++c, gp += g_px, xp += x_px) {
+      V xv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) xv[v] = V::load(xp + v * VL);
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i) {
+        const V b = V::broadcast(Contiguous ? gp[i] : gp[row[i]]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = fma(b, xv[v], acc[i][v]);
+      }
+    }
+  }
+}
+
 template <class Arch, int MR, int NV>
 void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x, ConstTensor dy, float* dw,
                                const float* zero) {
@@ -648,6 +752,9 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
   const int K = lw.kh * lw.kw * cin_g, vectors = K / VL, per_tap = cin_g / VL;
   const int OH = dy.h(), OW = dy.w(), H = x.h(), W = x.w();
   const int total_rows = dy.n() * OH, chunk_rows = direct_weight_grad_rows(OW);
+  // Tiles within one tap (NV divides the vectors of a tap): the pixels inside the input form
+  // one rectangle per batch item, walked without per-pixel checks (padding adds nothing).
+  const bool tap_tiles = per_tap % NV == 0;
   for (int g = 0; g < groups; ++g)
     for (int r0 = 0; r0 < total_rows; r0 += chunk_rows) {
       const int r1 = r0 + chunk_rows < total_rows ? r0 + chunk_rows : total_rows;
@@ -655,6 +762,52 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
         const int mr = cout_g - co0 < MR ? cout_g - co0 : MR;
         int row[MR];
         for (int i = 0; i < MR; ++i) row[i] = g * cout_g + co0 + (i < mr ? i : mr - 1);
+        if (tap_tiles) {
+          auto imax = [](int u, int v) { return u > v ? u : v; };
+          auto imin = [](int u, int v) { return u < v ? u : v; };
+          for (int i = MR - 1; i >= 0; --i) row[i] -= row[0];  // offsets from the tile's first channel
+          for (int j0 = 0; j0 < vectors; j0 += NV) {
+            const int tap = j0 / per_tap;
+            const int tdy = (tap / lw.kw) * lw.dh, tdx = (tap - (tap / lw.kw) * lw.kw) * lw.dw;
+            const int ci = g * cin_g + (j0 - tap * per_tap) * VL;
+            // Output columns [xlo, xhi) and rows [ylo, yhi) of an item reading inside x.
+            const int xlo = imax(0, -floor_div(-(lw.pl - tdx), lw.sw));
+            const int xhi = imin(OW, floor_div(W - 1 + lw.pl - tdx, lw.sw) + 1);
+            const int ylo = imax(0, -floor_div(-(lw.pt - tdy), lw.sh));
+            const int yhi = imin(OH, floor_div(H - 1 + lw.pt - tdy, lw.sh) + 1);
+            V acc[MR][NV];
+#pragma GCC unroll 12
+            for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+              for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+            for (int rr = r0; xlo < xhi && rr < r1;) {
+              const int b = rr / OH, oy0 = rr - b * OH;
+              const int n = imin(r1 - rr, OH - oy0);  // rows of this item in the chunk
+              const int y0 = imax(oy0, ylo), y1 = imin(oy0 + n, yhi);
+              if (y0 < y1) {
+                const float* gp = dy.pixel(b, y0, xlo) + g * cout_g + co0;
+                const float* xp = x.pixel(b, y0 * lw.sh - lw.pt + tdy, xlo * lw.sw - lw.pl + tdx) + ci;
+                const index_t xr = index_t(lw.sh) * x.stride_h, xc = index_t(lw.sw) * x.stride_w;
+                if (mr == MR)
+                  direct_block<Arch, MR, NV, true>(gp, dy.stride_h, dy.stride_w, xp, xr, xc, y1 - y0, xhi - xlo, row, acc);
+                else
+                  direct_block<Arch, MR, NV, false>(gp, dy.stride_h, dy.stride_w, xp, xr, xc, y1 - y0, xhi - xlo, row,
+                                                    acc);
+              }
+              rr += n;
+            }
+#pragma GCC unroll 12
+            for (int i = 0; i < MR; ++i) {
+              if (i >= mr) break;
+#pragma GCC unroll 4
+              for (int v = 0; v < NV; ++v) {
+                float* d = dw + index_t(g * cout_g + co0 + i) * K + index_t(j0 + v) * VL;
+                (V::load(d) + acc[i][v]).store(d);
+              }
+            }
+          }
+          continue;
+        }
         for (int j0 = 0; j0 < vectors; j0 += NV) {
           const int nvv = vectors - j0 < NV ? vectors - j0 : NV;
           TileVector tv[NV];
@@ -686,12 +839,19 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
               if (s0 == s1) continue;
               const float* xp[NV];
               index_t step[NV];
+              bool all_inside = mr == MR;
               for (int v = 0; v < NV; ++v) {
                 const bool inside = base[v] && s0 >= runs.lo[v] && s0 < runs.hi[v];
                 xp[v] = inside ? base[v] + index_t(s0 * lw.sw - lw.pl + tv[v].dx) * x.stride_w : zero;
                 step[v] = inside ? index_t(lw.sw) * x.stride_w : 0;
+                all_inside = all_inside && inside;
               }
-              direct_pixels<Arch, MR, NV>(g_row + index_t(s0) * dy.stride_w, dy.stride_w, xp, step, row, s1 - s0, acc);
+              if (all_inside)
+                direct_pixels_inside<Arch, MR, NV>(g_row + index_t(s0) * dy.stride_w + row[0], dy.stride_w, xp,
+                                                   index_t(lw.sw) * x.stride_w, s1 - s0, acc);
+              else
+                direct_pixels<Arch, MR, NV>(g_row + index_t(s0) * dy.stride_w, dy.stride_w, xp, step, row, s1 - s0,
+                                            acc);
             }
           }
           // Compile-time loop bounds keep the accumulators in registers.
@@ -835,7 +995,7 @@ constexpr WeightGradTiling conv_weight_grad_tiling(const Conv2dParams& p, int ci
   WeightGradTiling t;
   if (cin_g % VL == 0) {
     t.path = WeightGradPath::direct;
-    const detail::DirectTile d = detail::direct_weight_grad_tile<Arch>(cout_g, p.taps() * cin_g / VL);
+    const detail::DirectTile d = detail::direct_weight_grad_tile<Arch>(cout_g, p.taps() * cin_g / VL, cin_g / VL);
     t.mr = d.mr;
     t.nv = d.nv;
   } else if (cout_g % VL == 0) {

@@ -42,6 +42,8 @@ struct Vec<scalar> {
   friend EDGENN_INLINE Vec max(Vec a, Vec b) { return Vec{a.v > b.v ? a.v : b.v}; }
   friend EDGENN_INLINE Vec min(Vec a, Vec b) { return Vec{a.v < b.v ? a.v : b.v}; }
   friend EDGENN_INLINE Vec exp(Vec a) { return Vec{std::exp(a.v)}; }
+  friend EDGENN_INLINE Vec select_gt(Vec y, Vec t, Vec v) { return Vec{y.v > t.v ? v.v : 0.0f}; }
+  friend EDGENN_INLINE Vec select_lt(Vec y, Vec t, Vec v) { return Vec{y.v < t.v ? v.v : 0.0f}; }
   friend EDGENN_INLINE float reduce_add(Vec a) { return a.v; }
   friend EDGENN_INLINE float reduce_max(Vec a) { return a.v; }
 };

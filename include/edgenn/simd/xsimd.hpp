@@ -75,6 +75,9 @@ struct Vec {
   friend EDGENN_INLINE Vec max(Vec a, Vec b) { return Vec{xsimd::max(a.v, b.v)}; }
   friend EDGENN_INLINE Vec min(Vec a, Vec b) { return Vec{xsimd::min(a.v, b.v)}; }
   friend EDGENN_INLINE Vec exp(Vec a) { return Vec{xsimd::exp(a.v)}; }
+  // v where y > t, else 0; v where y < t, else 0 (activation masks).
+  friend EDGENN_INLINE Vec select_gt(Vec y, Vec t, Vec v) { return Vec{xsimd::select(y.v > t.v, v.v, batch(0.0f))}; }
+  friend EDGENN_INLINE Vec select_lt(Vec y, Vec t, Vec v) { return Vec{xsimd::select(y.v < t.v, v.v, batch(0.0f))}; }
   friend EDGENN_INLINE float reduce_add(Vec a) { return xsimd::hadd(a.v); }
   friend EDGENN_INLINE float reduce_max(Vec a) {
     alignas(64) float tmp[size];

@@ -69,6 +69,8 @@ struct ConvBNTrain {
   TransientBuffers own_tmp;                          // used when no network shares its buffers
   TransientBuffers* shared_tmp = nullptr;
   std::vector<float> packed, packed_grad, folded_w, folded_b, zero_bias;
+  std::vector<float> weight_slice;                   // input channels [dx_from, cin) of the weights
+  int dx_from = 0;  // the input gradient covers input channels [dx_from, cin) only (dx holds those)
   std::vector<float> bn_shift;                       // threaded BN: per-channel shift of the sums
   std::vector<double> bn_sum, bn_sum2;               // threaded BN: batch sums over all ranges
   kernels::PackedWeights pw;
@@ -217,7 +219,8 @@ struct ConvBNTrain {
   Status backward(ConstTensor x, ConstTensor y, Tensor dy, Tensor dx, bool accumulate_dx, Workspace& ws) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = dy.n();
-    if (l.p.activation != Activation::none) {
+    // With BN in training mode the activation's backward is fused into the BN sums pass.
+    if (l.p.activation != Activation::none && !trains_bn()) {
       EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
         const Tensor d = items(dy, b0, b1);
         return kernels::activation_backward<Arch>(items(y, b0, b1), d, d, l.p.activation);
@@ -229,32 +232,43 @@ struct ConvBNTrain {
         return kernels::conv2d_backward_input<Arch>(p, items(g, b0, b1), gw, items(dx, b0, b1), w, accumulate_dx);
       });
     };
+    if (dx.data) {
+      EDGENN_CHECK(dx.c() == l.cin - dx_from, Error::shape_mismatch,
+                   "ConvBNTrain: input gradient has the wrong number of channels");
+      EDGENN_CHECK(dx_from == 0 || (!frozen && l.p.groups == 1), Error::unsupported,
+                   "ConvBNTrain: a partial input gradient needs a trainable layer without groups");
+    }
     if (frozen) return dx.data ? input_grad(dy) : Status::ok();
     ConstTensor g = dy;
     if (trains_bn()) {
       const Tensor dzt = Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape);
       const ConstTensor zt = ConstTensor::dense(z.data(), dy.shape);
+      // The BN backward's steps (batchnorm_train_backward), the sums per batch range added
+      // in range order; the sums pass also applies the activation's backward to dy.
+      const int C = l.cout;
+      const Activation act = l.p.activation;
       if (!threaded(n)) {
-        EDGENN_TRY(kernels::batchnorm_train_backward<Arch>(zt, dy, l.gamma.data(), mean.data(), invstd.data(), dzt,
-                                                           dgamma.data(), dbeta.data(), ws));
+        bn_sum.resize(std::size_t(C));
+        bn_sum2.resize(std::size_t(C));
+        EDGENN_TRY(kernels::batchnorm_backward_sums<Arch>(zt, y, act, dy, mean.data(), invstd.data(), bn_sum.data(),
+                                                          bn_sum2.data()));
       } else {
-        const int C = l.cout;
         EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
           double* s = par->scratch<double>(r, 2 * std::size_t(C));
-          return kernels::batchnorm_backward_sums<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
-                                                        invstd.data(), s, s + C);
+          return kernels::batchnorm_backward_sums<Arch>(items(zt, b0, b1), act == Activation::none ? ConstTensor() : items(y, b0, b1), act,
+                                                        items(dy, b0, b1), mean.data(), invstd.data(), s, s + C);
         }));
         reduce_ranges(n, C);
-        for (int c = 0; c < C; ++c) {
-          dbeta[std::size_t(c)] = float(bn_sum[std::size_t(c)]);
-          dgamma[std::size_t(c)] = float(bn_sum2[std::size_t(c)]);
-        }
-        EDGENN_TRY(par->for_ranges(n, [&](int, int b0, int b1, Workspace&) {
-          return kernels::batchnorm_backward_input<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
-                                                         invstd.data(), l.gamma.data(), bn_sum.data(), bn_sum2.data(),
-                                                         index_t(n) * zt.shape.pixels(), items(dzt, b0, b1));
-        }));
       }
+      for (int c = 0; c < C; ++c) {
+        dbeta[std::size_t(c)] = float(bn_sum[std::size_t(c)]);
+        dgamma[std::size_t(c)] = float(bn_sum2[std::size_t(c)]);
+      }
+      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
+        return kernels::batchnorm_backward_input<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
+                                                       invstd.data(), l.gamma.data(), bn_sum.data(), bn_sum2.data(),
+                                                       index_t(n) * zt.shape.pixels(), items(dzt, b0, b1));
+      }));
       g = dzt;
     }
     float* db = l.bias.empty() ? nullptr : dbias.data();
@@ -275,8 +289,17 @@ struct ConvBNTrain {
       }
     }
     if (!dx.data) return Status::ok();
-    detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, l.cin, l.cout));
-    gw = kernels::pack_conv_input_grad_weights<Arch>(p, l.cin, l.cout, l.weight.data(), packed_grad.data());
+    const int cin = l.cin - dx_from;
+    const float* w = l.weight.data();
+    if (dx_from > 0) {  // the OHWI weights of input channels [dx_from, cin)
+      const index_t rows = index_t(l.cout) * p.taps();
+      weight_slice.resize(std::size_t(rows) * std::size_t(cin));
+      for (index_t r = 0; r < rows; ++r)
+        std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);
+      w = weight_slice.data();
+    }
+    detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, cin, l.cout));
+    gw = kernels::pack_conv_input_grad_weights<Arch>(p, cin, l.cout, w, packed_grad.data());
     return input_grad(g);
   }
 };
@@ -306,6 +329,11 @@ struct BasicBlockTrain {
     return Status::ok();
   }
   bool has_ds() const { return block->downsample.has_value(); }
+  // The input gradient covers input channels [c, cin) only (see ConvBNTrain::dx_from).
+  void set_input_grad_from(int c) {
+    c1.dx_from = c;
+    ds.dx_from = c;
+  }
   Shape output_shape(Shape in) const { return block->output_shape(in); }
 
   template <class F>
@@ -355,9 +383,10 @@ struct BasicBlockTrain {
       return ds.backward(x, ConstTensor(), dout, dx, true, ws);
     }
     if (!dx.data) return Status::ok();
+    const ConstTensor through = ConstTensor(dout).channels(c1.dx_from, dx.c());
     return for_batch_ranges(c1.par, dx.n(), ws, [&](int b0, int b1, Workspace&) {
       const Tensor d = items(dx, b0, b1);
-      return kernels::add<Arch>(d, items(ConstTensor(dout), b0, b1), d);
+      return kernels::add<Arch>(d, items(through, b0, b1), d);
     });
   }
 };
@@ -429,6 +458,17 @@ struct NetworkTrain {
 
   void set_parallel(Parallel* p) {
     for (auto& u : units) std::visit([&](auto& t) { t.set_parallel(p); }, u);
+  }
+  // backward's dx covers input channels [c, cin) only: the gradient of a concat's trainable
+  // part, without computing the rest.
+  void set_input_grad_from(int c) {
+    if (units.empty()) return;
+    std::visit(
+        [&](auto& t) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(t)>, ConvBNTrain<Arch>>) t.dx_from = c;
+          else t.set_input_grad_from(c);
+        },
+        units.front());
   }
 
   Status bind(nn::Network<Arch>& n, bool freeze) {

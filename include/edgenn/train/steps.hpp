@@ -115,6 +115,7 @@ class StageCStep {
                 threads);
     adaptive_.set_parallel(exec_.par.get());
     extension_.set_parallel(exec_.par.get());
+    extension_.set_input_grad_from(main_c_);  // the main block's channels of the concat are frozen
     logits_.assign(std::size_t(max_batch) * hard_, 0.0f);
     dlogits_.assign(logits_.size(), 0.0f);
     return Status::ok();
@@ -151,25 +152,23 @@ class StageCStep {
     EDGENN_TRY(
         kernels::softmax_cross_entropy(n, hard_, logits_.data(), hard_, labels, 0.0f, loss, dlogits_.data(), hard_));
     *correct = count_correct(logits_.data(), n, hard_, labels);
-    // Backward: head -> extension -> concat; only the adaptive channels go further.
+    // Backward: head -> extension -> the adaptive channels of the concat (the extension's first
+    // layers compute no gradient for the frozen main-block channels).
     // A buffer of its own: the extension's backward still reads its output (the ReLU masks).
     const Shape es = extension_.output().shape;
     dext_.resize(std::size_t(es.size()));
     const Tensor de = Tensor::dense(dext_.data(), es);
     EDGENN_TRY(head_.backward(dlogits_.data(), hard_, de, false, ws));
-    dcat_.resize(cat_.size());
-    EDGENN_TRY(extension_.backward(ct, de, Tensor::dense(dcat_.data(), cs), false, ws));
     dadapt_.resize(std::size_t(a.shape.size()));
-    for (index_t p = 0; p < index_t(n) * cs.pixels(); ++p)
-      std::copy(dcat_.data() + p * cs.c + main_c_, dcat_.data() + (p + 1) * cs.c, dadapt_.data() + p * a.c());
+    EDGENN_TRY(extension_.backward(ct, de, Tensor::dense(dadapt_.data(), a.shape), false, ws));
     return adaptive_.backward(x, Tensor::dense(dadapt_.data(), a.shape), Tensor(), false, ws);
   }
 
   // Floats of activations and gradient buffers a step keeps (adaptive and extension blocks,
-  // the concat and its gradient), and the bytes of workspaces.
+  // the concat, the gradient of its adaptive part), and the bytes of workspaces.
   index_t activation_floats() const {
     const Shape es = extension_.output_shape(cat_shape_);
-    return adaptive_.activation_floats(input_) + extension_.activation_floats(cat_shape_) + 2 * cat_shape_.size() +
+    return adaptive_.activation_floats(input_) + extension_.activation_floats(cat_shape_) + cat_shape_.size() +
            es.size() + adaptive_.output_shape(input_).size();
   }
   std::size_t workspace_bytes() const { return exec_.bytes(); }
@@ -182,7 +181,7 @@ class StageCStep {
   int hard_ = 0, main_c_ = 0;
   index_t feature_floats_ = 0;
   const float* features_ = nullptr;
-  std::vector<float> cat_, dcat_, dadapt_, dext_, logits_, dlogits_;
+  std::vector<float> cat_, dadapt_, dext_, logits_, dlogits_;
 };
 
 }  // namespace edgenn::train
