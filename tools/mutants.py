@@ -51,8 +51,8 @@ MUTANTS = [
      "for (index_t i = 1; i < wsize; ++i) dw[i] = 0.0f;",  # first weight gradient keeps its old value
      ["test_backward"]),
     ("weight-grad-tap-rows", K + "conv2d_backward.hpp",
-     "const int ylo = imax(0, -floor_div(-(lw.pt - tdy), lw.sh));",
-     "const int ylo = imax(0, floor_div(lw.pt - tdy, lw.sh));",  # ceil -> floor: a padding row read as input
+     "const int y0 = imax(oy0, ylo), y1 = imin(oy0 + n, yhi);",
+     "const int y0 = imax(oy0, ylo), y1 = imin(oy0 + n, yhi - 1);",  # the last in-bounds row dropped
      ["test_backward"]),
     ("input-grad-interior-test", K + "conv2d_backward.hpp",
      "if (row_inside && mx - qx_max >= 0 && mx - tx.q0 < re.OW) {",

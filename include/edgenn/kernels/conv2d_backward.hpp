@@ -632,6 +632,17 @@ constexpr DirectTile direct_weight_grad_tile(int rows, int vectors, int per_tap 
 // every tile of dW walks them.
 constexpr int direct_weight_grad_rows(int out_w) { return out_w >= 192 ? 1 : 192 / out_w; }
 
+// Output positions [lo, hi) along one axis whose input position out * stride - pad + off lies
+// in [0, in) (clamped to [0, out); empty when lo == hi).
+inline void inside_outputs(int pad, int off, int stride, int in, int out, int& lo, int& hi) {
+  int a = -floor_div(-(pad - off), stride);  // ceil((pad - off) / stride)
+  int e = floor_div(in - 1 + pad - off, stride) + 1;
+  a = a < 0 ? 0 : a > out ? out : a;
+  e = e < a ? a : e > out ? out : e;
+  lo = a;
+  hi = e;
+}
+
 // Output columns [lo, hi) at which each of N taps (input column offset dx) reads inside x,
 // and the sorted breakpoints `cut`: between two consecutive cuts the set of taps reading
 // padding is constant, so each segment runs without per-pixel checks.
@@ -642,12 +653,8 @@ struct ColumnRuns {
   int ncut = 0;
 
   void set(int i, const LocalWindow& lw, int in_w, int out_w, int dx) {
-    int a = -floor_div(-(lw.pl - dx), lw.sw);  // ceil((pl - dx) / sw)
-    int e = floor_div(in_w - 1 + lw.pl - dx, lw.sw) + 1;
-    a = a < 0 ? 0 : a > out_w ? out_w : a;
-    e = e < a ? a : e > out_w ? out_w : e;
-    lo[i] = a;
-    hi[i] = e;
+    inside_outputs(lw.pl, dx, lw.sw, in_w, out_w, lo[i], hi[i]);
+    const int a = lo[i], e = hi[i];
     if (ncut == 0) {
       cut[ncut++] = 0;
       cut[ncut++] = out_w;
@@ -744,6 +751,31 @@ EDGENN_INLINE void direct_block(const float* g, index_t g_row, index_t g_px, con
 }
 
 template <class Arch, int MR, int NV>
+EDGENN_INLINE void zero_tile(simd::Vec<Arch> (&acc)[MR][NV]) {
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = simd::Vec<Arch>::zero();
+}
+
+// dW rows [0, mr) x vectors [0, nv) of the tile (d: its first row and vector, row stride K)
+// += the accumulators. Compile-time loop bounds keep the accumulators in registers.
+template <class Arch, int MR, int NV>
+EDGENN_INLINE void add_tile(const simd::Vec<Arch> (&acc)[MR][NV], float* d, index_t K, int mr, int nv) {
+  using V = simd::Vec<Arch>;
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    if (i >= mr) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (v >= nv) break;
+      float* p = d + i * K + v * V::size;
+      (V::load(p) + acc[i][v]).store(p);
+    }
+  }
+}
+
+template <class Arch, int MR, int NV>
 void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x, ConstTensor dy, float* dw,
                                const float* zero) {
   using V = simd::Vec<Arch>;
@@ -771,15 +803,11 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
             const int tdy = (tap / lw.kw) * lw.dh, tdx = (tap - (tap / lw.kw) * lw.kw) * lw.dw;
             const int ci = g * cin_g + (j0 - tap * per_tap) * VL;
             // Output columns [xlo, xhi) and rows [ylo, yhi) of an item reading inside x.
-            const int xlo = imax(0, -floor_div(-(lw.pl - tdx), lw.sw));
-            const int xhi = imin(OW, floor_div(W - 1 + lw.pl - tdx, lw.sw) + 1);
-            const int ylo = imax(0, -floor_div(-(lw.pt - tdy), lw.sh));
-            const int yhi = imin(OH, floor_div(H - 1 + lw.pt - tdy, lw.sh) + 1);
+            int xlo, xhi, ylo, yhi;
+            inside_outputs(lw.pl, tdx, lw.sw, W, OW, xlo, xhi);
+            inside_outputs(lw.pt, tdy, lw.sh, H, OH, ylo, yhi);
             V acc[MR][NV];
-#pragma GCC unroll 12
-            for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-              for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+            zero_tile<Arch>(acc);
             for (int rr = r0; xlo < xhi && rr < r1;) {
               const int b = rr / OH, oy0 = rr - b * OH;
               const int n = imin(r1 - rr, OH - oy0);  // rows of this item in the chunk
@@ -796,15 +824,7 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
               }
               rr += n;
             }
-#pragma GCC unroll 12
-            for (int i = 0; i < MR; ++i) {
-              if (i >= mr) break;
-#pragma GCC unroll 4
-              for (int v = 0; v < NV; ++v) {
-                float* d = dw + index_t(g * cout_g + co0 + i) * K + index_t(j0 + v) * VL;
-                (V::load(d) + acc[i][v]).store(d);
-              }
-            }
+            add_tile<Arch>(acc, dw + index_t(g * cout_g + co0) * K + index_t(j0) * VL, K, mr, NV);
           }
           continue;
         }
@@ -822,10 +842,7 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
           for (int v = 0; v < NV; ++v) runs.set(v, lw, W, OW, tv[v].dx);
           runs.sort_cuts();
           V acc[MR][NV];
-#pragma GCC unroll 12
-          for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+          zero_tile<Arch>(acc);
           for (int rr = r0; rr < r1; ++rr) {
             const int b = rr / OH, oy = rr - (rr / OH) * OH;
             const float* g_row = dy.pixel(b, oy, 0);
@@ -854,17 +871,7 @@ void conv2d_weight_grad_direct(const LocalWindow& lw, int groups, ConstTensor x,
                                             acc);
             }
           }
-          // Compile-time loop bounds keep the accumulators in registers.
-#pragma GCC unroll 12
-          for (int i = 0; i < MR; ++i) {
-            if (i >= mr) break;
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; ++v) {
-              if (v >= nvv) break;
-              float* d = dw + index_t(g * cout_g + co0 + i) * K + index_t(j0 + v) * VL;
-              (V::load(d) + acc[i][v]).store(d);
-            }
-          }
+          add_tile<Arch>(acc, dw + index_t(g * cout_g + co0) * K + index_t(j0) * VL, K, mr, nvv);
         }
       }
     }
