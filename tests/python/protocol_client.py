@@ -86,7 +86,11 @@ class Server:
         self.endpoint = None
         deadline = time.time() + 60
         while self.endpoint is None:
-            line = self.lines.get(timeout=max(0.1, deadline - time.time()))
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                self.kill()
+                raise RuntimeError(f"edgenn-cloud did not report its endpoint within 60 s; output: {self.log}")
             m = re.search(r"listening on (\S+)", line)
             if m:
                 self.endpoint = m.group(1)
@@ -100,6 +104,12 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=60):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout=60):
+        """The exit status, without signalling: for a server already told to stop (a second
+        signal would be a second stop request, or hit the default action once the server has
+        finished draining)."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -226,7 +236,7 @@ def check_plain(args, model, images, reference):
         assert len(refused) == len(bad), refused
     finally:
         srv.kill()
-        ctx.term()
+        ctx.destroy(linger=0)  # also closes sockets a failed check left open (term() would hang)
     print(f"plain: {n} images, pipelined, float32, REQ, stats and {len(bad)} error replies ok")
 
 
@@ -252,12 +262,13 @@ def check_graceful_shutdown(args, model, images, reference):
             got[r["id"]] = r["logits"]
         for i in range(n):
             np.testing.assert_allclose(got[200 + i], reference[i:i + 1], rtol=0, atol=1e-4)
-        assert srv.stop() == 0
+        status = srv.wait()
+        assert status == 0, (status, srv.log)
         assert any("stopping" in l for l in srv.log), srv.log
         s.close()
     finally:
         srv.kill()
-        ctx.term()
+        ctx.destroy(linger=0)  # also closes sockets a failed check left open (term() would hang)
     print(f"graceful shutdown: {n} queued requests answered after SIGTERM, exit status 0")
 
 
@@ -293,11 +304,12 @@ def check_curve(args, model, images, reference, workdir):
         assert any("denied a CURVE client" in l for l in srv.log), srv.log
     finally:
         srv.kill()
-        ctx.term()
+        ctx.destroy(linger=0)  # also closes sockets a failed check left open (term() would hang)
     print("curve: authorised client served, unauthorised and plain clients got nothing")
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach CTest's log even on a timeout
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cloud", required=True, help="edgenn-cloud program")
     ap.add_argument("--model-writer", required=True, help="edgenn-cloud-load program (writes the synthetic model)")
