@@ -460,6 +460,7 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     const char* name;
     int from;
     std::function<nn::Network<Arch>()> make;
+    int cin = 12;
   };
   const Case cases[] = {
       {"block with a projection shortcut first", 5,
@@ -482,6 +483,13 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
          n.add(nn::BasicBlock<Arch>::make("b", 8, 8, 1));
          return n;
        }},
+      {"wide block (Winograd layers, as MEANet's extension)", 64,
+       [] {
+         nn::Network<Arch> n;
+         n.add(nn::BasicBlock<Arch>::make("a", 128, 64, 1));
+         return n;
+       },
+       128},
   };
   for (const Case& c : cases) {
     CAPTURE(c.name);
@@ -497,7 +505,7 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     nb.visit_layers([&](nn::ConvBN<Arch>& l) {
       for (auto& v : l.weight) v = w[k++];
     });
-    const Shape in{3, 6, 6, 12};
+    const Shape in{3, 6, 6, c.cin};
     std::vector<float> x(std::size_t(in.size()));
     for (auto& v : x) v = nd(gen);
     train::NetworkTrain<Arch> full, part;
@@ -530,6 +538,92 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     // A dx with the channels of the whole input is refused once the range is set.
     std::vector<float> da2(std::size_t(os.size()), 1.0f);
     CHECK_FALSE(part.backward(xv, Tensor::dense(da2.data(), os), Tensor::dense(dxa.data(), in), false, ws.ws).is_ok());
+  }
+}
+
+// The layers Winograd F(4x4, 3x3) runs (3x3 stride-1, >= 32 channels; the weight gradient
+// from 64) against the same network on the direct kernels only: output, input gradient and
+// every parameter gradient agree to the transforms' rounding (relative L2 error, measured
+// <= 6e-6, allowed 1e-4; a wrong pass, weight layout or channel range gives errors of order
+// 1). Odd map (partial tiles), projection and identity blocks, serial and threaded. Two blocks: through
+// more, sums that cancel (a BN bias gradient behind a BN's zero-mean input gradient) make
+// the comparison ill-conditioned rather than wrong.
+TEST_CASE_TEMPLATE("Winograd layers give the direct kernels' forward and gradients", Arch, EDGENN_TEST_ARCHS) {
+  auto rel_l2 = [](const float* a, const float* b, std::size_t n) {
+    double d = 0, r = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      r += double(b[i]) * b[i];
+    }
+    return std::sqrt(d / std::max(r, 1e-30));
+  };
+  for (int second_cout : {64, 32}) {
+    for (int threads : {1, 2}) {
+      CAPTURE(second_cout);
+      CAPTURE(threads);
+      auto make = [&] {
+        nn::Network<Arch> n;
+        n.add(nn::BasicBlock<Arch>::make("a", 96, 64, 1));
+        n.add(nn::BasicBlock<Arch>::make("b", 64, second_cout, 1));
+        return n;
+      };
+      std::mt19937 gen(5);
+      std::normal_distribution<float> nd(0.0f, 0.3f);
+      nn::Network<Arch> na = make(), nb = make();
+      std::vector<float> w;
+      na.visit_layers([&](nn::ConvBN<Arch>& l) {
+        for (auto& v : l.weight) v = nd(gen);
+        w.insert(w.end(), l.weight.begin(), l.weight.end());
+      });
+      std::size_t k = 0;
+      nb.visit_layers([&](nn::ConvBN<Arch>& l) {
+        for (auto& v : l.weight) v = w[k++];
+      });
+      const Shape in{4, 9, 9, 96};
+      std::vector<float> x(std::size_t(in.size()));
+      for (auto& v : x) v = nd(gen);
+      train::NetworkTrain<Arch> wino, direct;
+      REQUIRE(wino.bind(na, false).is_ok());
+      REQUIRE(direct.bind(nb, false).is_ok());
+      direct.set_winograd(false);
+      // The fast path is really taken: the 3x3 layers' forward and input gradient, the
+      // weight gradient where both sides have 64 channels.
+      const auto& a = std::get<train::BasicBlockTrain<Arch>>(wino.units[0]);
+      const auto& b = std::get<train::BasicBlockTrain<Arch>>(wino.units[1]);
+      CHECK(a.c1.winograd_fwd());
+      CHECK(a.c1.winograd_dx(96));
+      CHECK(a.c2.winograd_dw());
+      CHECK(b.c2.winograd_fwd());
+      CHECK(b.c2.winograd_dw() == (second_cout == 64));
+      CHECK_FALSE(std::get<train::BasicBlockTrain<Arch>>(direct.units[0]).c1.winograd_fwd());
+      std::unique_ptr<train::Parallel> par;
+      const std::size_t bytes = std::max(wino.workspace_bytes(in), direct.workspace_bytes(in));
+      if (threads > 1) {
+        par = std::make_unique<train::Parallel>(threads);
+        par->reserve_workspace(bytes);
+        wino.set_parallel(par.get());
+        direct.set_parallel(par.get());
+      }
+      Ws ws(bytes);
+      const ConstTensor xv = ConstTensor::dense(x.data(), in);
+      REQUIRE(wino.forward(xv, ws.ws).is_ok());
+      REQUIRE(direct.forward(xv, ws.ws).is_ok());
+      const Shape os = wino.output().shape;
+      CHECK(max_rel_err(test::to_dense(wino.output()), test::to_dense(direct.output())) < 1e-4);
+      std::vector<float> da(std::size_t(os.size()));
+      for (auto& v : da) v = nd(gen);
+      std::vector<float> db = da, dxa(std::size_t(in.size())), dxb(std::size_t(in.size()));
+      REQUIRE(wino.backward(xv, Tensor::dense(da.data(), os), Tensor::dense(dxa.data(), in), false, ws.ws).is_ok());
+      REQUIRE(direct.backward(xv, Tensor::dense(db.data(), os), Tensor::dense(dxb.data(), in), false, ws.ws).is_ok());
+      CHECK(rel_l2(dxa.data(), dxb.data(), dxa.size()) < 1e-4);
+      const auto sa = slots_of(wino), sb = slots_of(direct);
+      REQUIRE(sa.size() == sb.size());
+      for (std::size_t q = 0; q < sa.size(); ++q) {
+        CAPTURE(sa[q].name);
+        const double e = rel_l2(sa[q].grad, sb[q].grad, sa[q].size);
+        CHECK(e < 1e-4);
+      }
+    }
   }
 }
 

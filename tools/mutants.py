@@ -62,6 +62,22 @@ MUTANTS = [
      "std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);",
      "std::copy_n(w + r * l.cin, cin, weight_slice.data() + r * cin);",  # weights of the frozen channels
      ["test_train"]),
+    ("winograd-input-grad-unflipped", K + "winograd.hpp",
+     "(grad ? 8 - t : t) * tap_stride",
+     "t * tap_stride",  # the input gradient correlates with the kernel not turned by 180 degrees
+     ["test_winograd"]),
+    ("winograd-tile-last-row", K + "winograd.hpp",
+     "std::min(T4, out.h() - y0)",
+     "std::min(T4 - 1, out.h() - y0)",  # each output tile's last row left unwritten
+     ["test_winograd"]),
+    ("winograd-sums-one-chunk", K + "winograd.hpp",
+     "sums + index_t(p) * cout * cin, t0 > 0);",
+     "sums + index_t(p) * cout * cin, false);",  # the weight gradient keeps only the last chunk of tiles
+     ["test_winograd"]),
+    ("winograd-partial-input-grad", "include/edgenn/train/layers.hpp",
+     "kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);",
+     "kernels::pack_winograd_weights<Arch>(cin, l.cout, l.weight.data(), kernels::WinogradPass::input_grad, nullptr, dst);",
+     ["test_train"]),  # the partial input gradient from the whole weights, not the trainable channels'
     ("cross-entropy-label-smoothing", K + "loss.hpp",
      "on = 1.0 - eps + off;",
      "on = 1.0 - eps;",  # target class misses its share of the smoothing mass

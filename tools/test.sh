@@ -247,6 +247,8 @@ stage_install() {
   if [[ ! -f "$from/build.ninja" ]]; then  # no native build yet: a configure-only tree installs the same headers
     from="$BUILD/ci-install"
     configure "$from" -DEDGENN_BUILD_TESTS=OFF -DEDGENN_BUILD_TOOLS=OFF -DEDGENN_BUILD_EXAMPLES=OFF
+  else  # a native tree that was configured but not (fully) built would install missing programs
+    cmake --build "$from" -j "$JOBS"
   fi
   work="$(mktemp -d "${TMPDIR:-/tmp}/edgenn-install.XXXXXX")"
   trap "rm -rf '$work'" EXIT

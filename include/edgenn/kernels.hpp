@@ -18,3 +18,4 @@
 #include "edgenn/kernels/pooling.hpp"
 #include "edgenn/kernels/pooling_backward.hpp"
 #include "edgenn/kernels/softmax.hpp"
+#include "edgenn/kernels/winograd.hpp"

@@ -30,6 +30,7 @@
 #include "edgenn/kernels/elementwise_backward.hpp"
 #include "edgenn/kernels/fully_connected_backward.hpp"
 #include "edgenn/kernels/pooling_backward.hpp"
+#include "edgenn/kernels/winograd.hpp"
 #include "edgenn/nn/classifier.hpp"
 #include "edgenn/train/optim.hpp"
 #include "edgenn/train/parallel.hpp"
@@ -44,18 +45,20 @@ inline float* sized(std::vector<float>& v, index_t n) {
 }  // namespace detail
 
 // Buffers a layer needs only inside one forward or backward call: the BN input's gradient,
-// a BasicBlock's inner gradient and its shortcut output. A NetworkTrain shares one set among
-// its layers (each grows to the largest use) instead of every layer keeping its own.
+// a BasicBlock's inner gradient and its shortcut output, the Winograd weights of the pass
+// (packed and their scratch). A NetworkTrain shares one set among its layers (each grows to
+// the largest use) instead of every layer keeping its own.
 struct TransientBuffers {
-  std::vector<float> dz, dmid, shortcut;
+  std::vector<float> dz, dmid, shortcut, winograd, winograd_scratch;
 };
 // Floats of each transient buffer a layer uses.
 struct TransientSizes {
-  index_t dz = 0, dmid = 0, shortcut = 0;
+  index_t dz = 0, dmid = 0, shortcut = 0, winograd = 0;  // winograd: packed + scratch
   TransientSizes max(const TransientSizes& o) const {
-    return {std::max(dz, o.dz), std::max(dmid, o.dmid), std::max(shortcut, o.shortcut)};
+    return {std::max(dz, o.dz), std::max(dmid, o.dmid), std::max(shortcut, o.shortcut),
+            std::max(winograd, o.winograd)};
   }
-  index_t total() const { return dz + dmid + shortcut; }
+  index_t total() const { return dz + dmid + shortcut + winograd; }
 };
 
 template <class Arch = simd::default_arch>
@@ -77,7 +80,10 @@ struct ConvBNTrain {
   kernels::ConvInputGradWeights gw;
   Parallel* par = nullptr;
 
+  bool winograd_enabled = true;  // false: the direct kernels only (set_winograd)
+
   void set_parallel(Parallel* p) { par = p; }
+  void set_winograd(bool on) { winograd_enabled = on; }
   void set_transient(TransientBuffers* t) { shared_tmp = t; }
   TransientBuffers& tmp() { return shared_tmp ? *shared_tmp : own_tmp; }
   bool threaded(int n) const { return par && par->ranges(n) > 1; }
@@ -132,19 +138,47 @@ struct ConvBNTrain {
     }
   }
 
+  // 3x3 stride-1 layers followed by a training BN (no fused activation, residual or bias to
+  // apply) run as Winograd F(4x4, 3x3) where that measured faster than the direct kernels
+  // (bench_conv_algorithms, docs/training_kernels.md): forward and input gradient from 32
+  // channels in and out (1.3-2.2x), the weight gradient from 64 (1.6-1.9x; at 32 channels it
+  // is no faster, at 16 the transforms cost more than the products save).
+  static constexpr int kWinogradMinChannels = 32, kWinogradWeightGradMinChannels = 64;
+  bool winograd_layer(int min_channels, int cin) const {
+    const nn::ConvBN<Arch>& l = *layer;
+    return winograd_enabled && trains_bn() && l.bias.empty() && kernels::winograd_applies(l.p) &&
+           l.cin >= min_channels && cin >= min_channels && l.cout >= min_channels;
+  }
+  bool winograd_fwd() const { return winograd_layer(kWinogradMinChannels, layer->cin); }
+  bool winograd_dx(int cin) const { return winograd_layer(kWinogradMinChannels, cin); }
+  bool winograd_dw() const { return winograd_layer(kWinogradWeightGradMinChannels, layer->cin); }
+
   std::size_t workspace_bytes(Shape in) const {
     const nn::ConvBN<Arch>& l = *layer;
     const kernels::Conv2dParams p = conv_params();
     std::size_t b = kernels::conv2d_workspace_bytes(p, in);
     b = std::max(b, kernels::conv2d_backward_input_workspace_bytes(p, l.cout));
+    if (winograd_fwd()) {
+      b = std::max(b, kernels::winograd_workspace_bytes(l.cin, l.cout));
+      b = std::max(b, kernels::winograd_workspace_bytes(l.cout, l.cin));
+    }
     if (!frozen) b = std::max(b, kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, l.cin, l.cout));
+    if (winograd_dw()) b = std::max(b, kernels::winograd_weight_grad_workspace_bytes<Arch>(l.cin, l.cout));
     if (trains_bn()) b = std::max(b, kernels::batchnorm_train_workspace_bytes(l.cout));
     return b;
   }
   // Floats this layer keeps between forward and backward for a batch of shape `in` (z), and
   // the transient ones it uses inside backward (dz).
   index_t saved_floats(Shape in) const { return trains_bn() ? layer->output_shape(in).size() : 0; }
-  TransientSizes transient_sizes(Shape in) const { return TransientSizes{saved_floats(in), 0, 0}; }
+  TransientSizes transient_sizes(Shape in) const {
+    const nn::ConvBN<Arch>& l = *layer;
+    index_t wino = 0;
+    if (winograd_fwd())
+      wino = std::max(kernels::winograd_packed_floats<Arch>(l.cin, l.cout) +
+                          kernels::winograd_pack_scratch_floats(l.cin, l.cout),
+                      kernels::winograd_packed_floats<Arch>(l.cout, l.cin));
+    return TransientSizes{saved_floats(in), 0, 0, wino};
+  }
 
   // y = act(BN(conv(x)) [+ residual]); training mode unless frozen. The caller keeps x and y
   // alive until backward().
@@ -158,15 +192,26 @@ struct ConvBNTrain {
       });
     }
     const kernels::Conv2dParams p = conv_params();
-    detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
-    pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
-                                          l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
     const bool bn_here = trains_bn();
     const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
-    EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
-      const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
-      return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w, residual && !bn_here ? &r : nullptr);
-    }));
+    if (winograd_fwd()) {
+      float* scratch = detail::sized(tmp().winograd_scratch, kernels::winograd_pack_scratch_floats(l.cin, l.cout));
+      float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cin, l.cout));
+      const kernels::PackedWeights ww = kernels::pack_winograd_weights<Arch>(
+          l.cin, l.cout, l.weight.data(), kernels::WinogradPass::forward, scratch, dst);
+      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+        return kernels::winograd_conv3x3<Arch>(items(x, b0, b1), ww, items(zt, b0, b1), w, false);
+      }));
+    } else {
+      detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
+      pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
+                                            l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
+      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+        const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
+        return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w,
+                                     residual && !bn_here ? &r : nullptr);
+      }));
+    }
     if (!bn_here) return Status::ok();
     const kernels::BatchNormTrainParams bn{l.gamma.data(), l.beta.data(), l.bn_eps, bn_momentum};
     const Activation act = residual ? Activation::none : l.p.activation;
@@ -272,15 +317,19 @@ struct ConvBNTrain {
       g = dzt;
     }
     float* db = l.bias.empty() ? nullptr : dbias.data();
+    auto weight_grad = [&](ConstTensor xs, ConstTensor gs, float* dwr, float* dbr, Workspace& w) {
+      return winograd_dw() ? kernels::winograd_weight_grad<Arch>(xs, gs, dwr, dbr, w)
+                           : kernels::conv2d_backward_weights<Arch>(p, xs, gs, dwr, dbr, w);
+    };
     if (!threaded(n)) {
-      EDGENN_TRY(kernels::conv2d_backward_weights<Arch>(p, x, g, dweight.data(), db, ws));
+      EDGENN_TRY(weight_grad(x, g, dweight.data(), db, ws));
     } else {
       // Range 0 writes dW, the others their scratch; then the partial sums in range order.
       const std::size_t wn = dweight.size(), bn = db ? dbias.size() : 0;
       EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace& w) {
         float* dwr = r == 0 ? dweight.data() : par->scratch<float>(r, wn + bn);
         float* dbr = !db ? nullptr : r == 0 ? db : dwr + wn;
-        return kernels::conv2d_backward_weights<Arch>(p, items(x, b0, b1), items(g, b0, b1), dwr, dbr, w);
+        return weight_grad(items(x, b0, b1), items(g, b0, b1), dwr, dbr, w);
       }));
       for (int r = 1; r < par->ranges(n); ++r) {
         const float* part = par->scratch<float>(r, wn + bn);
@@ -298,6 +347,14 @@ struct ConvBNTrain {
         std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);
       w = weight_slice.data();
     }
+    if (winograd_dx(cin)) {
+      float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cout, cin));
+      const kernels::PackedWeights ww =
+          kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);
+      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& wk) {
+        return kernels::winograd_conv3x3<Arch>(items(g, b0, b1), ww, items(dx, b0, b1), wk, accumulate_dx);
+      });
+    }
     detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, cin, l.cout));
     gw = kernels::pack_conv_input_grad_weights<Arch>(p, cin, l.cout, w, packed_grad.data());
     return input_grad(g);
@@ -314,6 +371,11 @@ struct BasicBlockTrain {
     c1.set_parallel(p);
     c2.set_parallel(p);
     ds.set_parallel(p);
+  }
+  void set_winograd(bool on) {
+    c1.set_winograd(on);
+    c2.set_winograd(on);
+    ds.set_winograd(on);
   }
   void set_transient(TransientBuffers* t) {
     c1.set_transient(t);
@@ -459,6 +521,11 @@ struct NetworkTrain {
   void set_parallel(Parallel* p) {
     for (auto& u : units) std::visit([&](auto& t) { t.set_parallel(p); }, u);
   }
+  // Winograd F(4x4, 3x3) for the layers where it is faster (on by default; off: the direct
+  // kernels everywhere, e.g. to compare the two).
+  void set_winograd(bool on) {
+    for (auto& u : units) std::visit([&](auto& t) { t.set_winograd(on); }, u);
+  }
   // backward's dx covers input channels [c, cin) only: the gradient of a concat's trainable
   // part, without computing the rest.
   void set_input_grad_from(int c) {
@@ -569,6 +636,7 @@ struct ClassifierTrain {
     return head.bind(c.head, freeze);
   }
   void set_parallel(Parallel* p) { features.set_parallel(p); }
+  void set_winograd(bool on) { features.set_winograd(on); }
   template <class F>
   void visit_slots(F&& f) {
     features.visit_slots(f);

@@ -1,0 +1,513 @@
+// Winograd F(4x4, 3x3) convolution for the training step's 3x3, stride-1, "same" layers
+// (Lavin & Gray's minimal filtering): each 4x4 block of outputs is computed from a 6x6
+// block of input through 36 element-wise products per channel pair instead of 144, so the
+// GEMM work is 2.25/9 of the direct convolution's on maps whose side is a multiple of 4
+// (7x7 maps cover 8x8: 3.06x fewer multiplies; 28x28: 4x).
+//
+//   forward        Y = A^T [ (G g G^T) . (B^T d B) ] A            per 4x4 output tile
+//   input grad     the same, with the weights flipped and transposed (dX = conv(dY, W'))
+//   weight grad    dg = G^T [ sum_tiles (B^T d B) . (A dY A^T) ] G
+//
+// The point-wise products of all tiles form 36 GEMMs (one per point of the 6x6 transform
+// domain) on the engine's microkernel, over chunks of tiles sized to stay in the L2 cache.
+// Tiles are per batch item, so an output does not depend on how the batch is split over
+// threads. The transforms add rounding: results agree with the exact convolution to a few
+// 1e-6 of the terms' magnitude (tests/test_winograd.cpp), not bit for bit with the direct
+// kernels, which is why the inference and cluster-tiling paths keep those.
+#pragma once
+
+#include <algorithm>
+
+#include "edgenn/core/tensor.hpp"
+#include "edgenn/core/workspace.hpp"
+#include "edgenn/kernels/conv2d.hpp"
+#include "edgenn/kernels/gemm.hpp"
+
+namespace edgenn::kernels {
+
+namespace winograd {
+constexpr int kTile = 4;                 // outputs per tile side
+constexpr int kIn = 6;                   // inputs per tile side
+constexpr int kPoints = kIn * kIn;       // GEMMs per convolution
+// Floats of one chunk's transformed inputs and outputs (640 KB): the chunk stays in the L2
+// cache between the transforms and the GEMMs.
+constexpr index_t kChunkFloats = 160 * 1024;
+}  // namespace winograd
+
+// The layers this path computes: 3x3 kernel, stride 1, no dilation, padding 1 on every
+// side, one group.
+constexpr bool winograd_applies(const Conv2dParams& p) {
+  return p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+         p.dilation_w == 1 && p.pad_top == 1 && p.pad_left == 1 && p.pad_bottom == 1 && p.pad_right == 1 &&
+         p.groups == 1;
+}
+
+// Which convolution the packed weights compute from OHWI weights w[cout][3][3][cin].
+enum class WinogradPass {
+  forward,     // cin -> cout with w
+  input_grad,  // cout -> cin with w flipped in space and transposed (the input gradient)
+};
+
+// Floats of packed transformed weights for a convolution from `k_in` to `k_out` channels.
+template <class Arch = simd::default_arch>
+constexpr index_t winograd_packed_floats(int k_in, int k_out) {
+  return packed_floats<Arch>(k_in, k_out, winograd::kPoints);
+}
+// The 36 transformed k_in x k_out matrices (the weight gradient's point-wise sums).
+constexpr index_t winograd_transform_floats(int cin, int cout) {
+  return index_t(winograd::kPoints) * cin * cout;
+}
+
+namespace detail {
+
+// u = G g for 3 vectors g[k * s], u[i * us] (i = 0..5): the weight transform.
+template <class V>
+EDGENN_INLINE void winograd_g(const V* g, int s, V* u, int us) {
+  const V g0 = g[0], g1 = g[s], g2 = g[2 * s];
+  const V q = V::broadcast(0.25f), sixth = V::broadcast(1.0f / 6), msixth = V::broadcast(-1.0f / 6),
+          twelfth = V::broadcast(1.0f / 12);
+  const V even = g0 + g2, g0q = g0 * q;  // (g0 / 24 + g2 / 6) = (g0 / 4 + g2) / 6
+  u[0] = g0q;
+  u[us] = (even + g1) * msixth;
+  u[2 * us] = (g1 - even) * sixth;
+  const V e = (g0q + g2) * sixth, o = g1 * twelfth;
+  u[3 * us] = e + o;
+  u[4 * us] = e - o;
+  u[5 * us] = g2;
+}
+
+// g = G^T s for 6 vectors s[k * ss], g[i * gs] (i = 0..2): the weight gradient's output.
+template <class V>
+EDGENN_INLINE void winograd_gt(const V* s, int ss, V* g, int gs) {
+  const V q = V::broadcast(0.25f), sixth = V::broadcast(1.0f / 6), msixth = V::broadcast(-1.0f / 6),
+          twelfth = V::broadcast(1.0f / 12), t24 = V::broadcast(1.0f / 24);
+  const V p12 = s[ss] + s[2 * ss], m12 = s[2 * ss] - s[ss];
+  const V p34 = s[3 * ss] + s[4 * ss], m34 = s[3 * ss] - s[4 * ss];
+  g[0] = fma(s[0], q, fma(p12, msixth, p34 * t24));
+  g[gs] = fma(m12, sixth, m34 * twelfth);
+  g[2 * gs] = fma(p34 - p12, sixth, s[5 * ss]);
+}
+
+// r = B^T d for 6 vectors d[k * s] (k = 0..5), r[i * rs].
+template <class V>
+EDGENN_INLINE void winograd_bt(const V* d, int s, V* r, int rs) {
+  const V four = V::broadcast(4.0f), five = V::broadcast(5.0f), two = V::broadcast(2.0f);
+  const V d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
+  r[0] = fma(four, d0, d4) - five * d2;
+  const V a = d4 - four * d2, b = d3 - four * d1;
+  r[rs] = a + b;
+  r[2 * rs] = a - b;
+  const V c = d4 - d2, e = two * (d3 - d1);
+  r[3 * rs] = c + e;
+  r[4 * rs] = c - e;
+  r[5 * rs] = fma(four, d1, d5) - five * d3;
+}
+
+// o = A^T m for 6 vectors m[k * s], o[i * os] (i = 0..3).
+template <class V>
+EDGENN_INLINE void winograd_at(const V* m, int s, V* o, int os) {
+  const V two = V::broadcast(2.0f), four = V::broadcast(4.0f), eight = V::broadcast(8.0f);
+  const V p12 = m[s] + m[2 * s], m12 = m[s] - m[2 * s];
+  const V p34 = m[3 * s] + m[4 * s], m34 = m[3 * s] - m[4 * s];
+  o[0] = m[0] + p12 + p34;
+  o[os] = fma(two, m34, m12);
+  o[2 * os] = fma(four, p34, p12);
+  o[3 * os] = fma(eight, m34, m12) + m[5 * s];
+}
+
+// z = A dy for 4 vectors dy[k * s], z[i * zs] (i = 0..5): the weight gradient's dY transform.
+template <class V>
+EDGENN_INLINE void winograd_a(const V* dy, int s, V* z, int zs) {
+  const V two = V::broadcast(2.0f), four = V::broadcast(4.0f), eight = V::broadcast(8.0f);
+  const V d0 = dy[0], d1 = dy[s], d2 = dy[2 * s], d3 = dy[3 * s];
+  const V e = d0 + d2, o = d1 + d3;
+  const V e4 = fma(four, d2, d0), o4 = fma(eight, d3, two * d1);
+  z[0] = d0;
+  z[zs] = e + o;
+  z[2 * zs] = e - o;
+  z[3 * zs] = e4 + o4;
+  z[4 * zs] = e4 - o4;
+  z[5 * zs] = d3;
+}
+
+// Tiles of a map and where chunks of them start.
+struct WinogradTiles {
+  int ty = 0, tx = 0;   // tiles per column / row of one batch item
+  index_t total = 0;    // over the batch
+  int chunk = 1;        // tiles per chunk
+  index_t tiles_per_item() const { return index_t(ty) * tx; }
+};
+
+inline WinogradTiles winograd_tiles(Shape s, int k_in, int k_out, index_t budget) {
+  WinogradTiles t;
+  t.ty = int(div_up(s.h, winograd::kTile));
+  t.tx = int(div_up(s.w, winograd::kTile));
+  t.total = index_t(s.n) * t.ty * t.tx;
+  const index_t per_tile = index_t(winograd::kPoints) * (k_in + k_out);
+  t.chunk = int(std::max<index_t>(1, budget / per_tile));
+  return t;
+}
+
+// The 36 transformed input vectors of one tile (channels [c, c + VL), `valid` of them
+// real), stored at v[point * ld].
+template <class Arch>
+EDGENN_INLINE void winograd_input_tile(ConstTensor in, int b, int y0, int x0, int c, int valid, float* v,
+                                       index_t ld) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size;
+  constexpr int N = winograd::kIn;
+  V d[N * N], t[N * N];
+  for (int i = 0; i < N; ++i) {
+    const int iy = y0 + i;
+    const bool row_in = iy >= 0 && iy < in.h();
+    for (int j = 0; j < N; ++j) {
+      const int ix = x0 + j;
+      if (row_in && ix >= 0 && ix < in.w()) {
+        const float* p = in.pixel(b, iy, ix) + c;
+        d[i * N + j] = valid >= VL ? V::load(p) : V::load_partial(p, valid);
+      } else {
+        d[i * N + j] = V::zero();
+      }
+    }
+  }
+  for (int j = 0; j < N; ++j) winograd_bt(d + j, N, t + j, N);      // columns: t = B^T d
+  for (int i = 0; i < N; ++i) winograd_bt(t + i * N, 1, d + i * N, 1);  // rows: d = t B
+  for (int p = 0; p < N * N; ++p) {
+    if (valid >= VL) {
+      d[p].store(v + p * ld);
+    } else {
+      d[p].store_partial(v + p * ld, valid);
+    }
+  }
+}
+
+}  // namespace detail
+
+// Floats of scratch pack_winograd_weights needs (the forward's weights as HWIO).
+constexpr index_t winograd_pack_scratch_floats(int cin, int cout) { return index_t(9) * cin * cout; }
+
+// Pack the transformed weights G g G^T of a 3x3 layer (OHWI w[cout][3][3][cin]) for `pass`
+// into `dst` (winograd_packed_floats(k_in, k_out) floats; k_in, k_out = cin, cout for the
+// forward, cout, cin for the input gradient) as 36 groups of k_in x k_out GEMM weights.
+// `scratch`: winograd_pack_scratch_floats floats (used by the forward).
+template <class Arch = simd::default_arch>
+PackedWeights pack_winograd_weights(int cin, int cout, const float* w, WinogradPass pass, float* scratch,
+                                    float* dst) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size, P = winograd::kPoints;
+  const bool grad = pass == WinogradPass::input_grad;
+  const int k_in = grad ? cout : cin, k_out = grad ? cin : cout;
+  PackedWeights pw = packed_layout<Arch>(k_in, k_out, P);
+  pw.data = dst;
+  std::fill_n(dst, std::size_t(pw.total_floats()), 0.0f);  // bias rows and padding columns
+  // Source element (tap, k, n), contiguous in n (the packed columns), so the transform runs
+  // on vectors of columns. Forward: HWIO (tap, ci, co). Input gradient: OHWI read as
+  // (tap, co, ci) with the tap turned by 180 degrees (the gradient correlates with it).
+  const float* src = w;
+  index_t tap_stride = cin, row_stride = index_t(9) * cin;
+  if (!grad) {
+    for (int co = 0; co < cout; ++co)
+      for (int t = 0; t < 9; ++t)
+        for (int ci = 0; ci < cin; ++ci) scratch[(index_t(t) * cin + ci) * cout + co] = w[(index_t(co) * 9 + t) * cin + ci];
+    src = scratch;
+    tap_stride = index_t(cin) * cout;
+    row_stride = cout;
+  }
+  for (int k = 0; k < k_in; ++k) {
+    for (int n0 = 0; n0 < k_out; n0 += VL) {
+      const int valid = std::min(VL, k_out - n0);
+      V g[9], rows[3 * 6], u[P];
+      for (int t = 0; t < 9; ++t) {
+        const float* p = src + k * row_stride + (grad ? 8 - t : t) * tap_stride + n0;
+        g[t] = valid >= VL ? V::load(p) : V::load_partial(p, valid);
+      }
+      for (int ky = 0; ky < 3; ++ky) detail::winograd_g(g + ky * 3, 1, rows + ky * 6, 1);  // rows: g G^T
+      for (int j = 0; j < 6; ++j) detail::winograd_g(rows + j, 6, u + j, 6);              // columns: G (g G^T)
+      const int q = n0 / pw.nr;
+      for (int p = 0; p < P; ++p) {
+        float* o = const_cast<float*>(pw.panel(p, q)) + index_t(pw.panel_columns(q)) * (1 + k) + (n0 - q * pw.nr);
+        if (valid >= VL) {
+          u[p].store(o);
+        } else {
+          u[p].store_partial(o, valid);
+        }
+      }
+    }
+  }
+  return pw;
+}
+
+// Workspace of winograd_conv3x3 and winograd_weight_grad for `k_in` -> `k_out` channels.
+constexpr std::size_t winograd_workspace_bytes(int k_in, int k_out) {
+  const index_t per_tile = index_t(winograd::kPoints) * (k_in + k_out);
+  const index_t chunk = std::max<index_t>(1, winograd::kChunkFloats / per_tile);
+  return aligned_bytes<float>(std::size_t(chunk * per_tile)) + 64;
+}
+
+// out (=, or += with accumulate) conv3x3(in, packed weights), stride 1, padding 1, no bias.
+//   in: N x H x W x k_in, out: N x H x W x k_out (views), pw from pack_winograd_weights.
+template <class Arch = simd::default_arch>
+Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Workspace& ws, bool accumulate) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size;
+  constexpr int N = winograd::kIn, T4 = winograd::kTile, P = winograd::kPoints;
+  const int k_in = in.c(), k_out = out.c();
+  EDGENN_CHECK(pw.data && pw.groups == P && pw.k == k_in && pw.cols == k_out, Error::shape_mismatch,
+               "winograd_conv3x3: packed weights do not match the channels");
+  EDGENN_CHECK(packed_for<Arch>(pw), Error::invalid_argument,
+               "winograd_conv3x3: weights were packed for another SIMD architecture");
+  EDGENN_CHECK(in.n() == out.n() && in.h() == out.h() && in.w() == out.w(), Error::shape_mismatch,
+               "winograd_conv3x3: output map differs from the input map (stride 1, padding 1)");
+  WorkspaceScope scope(ws);
+  const detail::WinogradTiles tiles = detail::winograd_tiles(in.shape, k_in, k_out, winograd::kChunkFloats);
+  float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * k_in));
+  float* mbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * k_out));
+  EDGENN_TRY(ws.status());
+  if (ws.measuring() || tiles.total == 0) return Status::ok();
+  const index_t per_item = tiles.tiles_per_item();
+  for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
+    const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
+    // Transformed inputs: vbuf[point][tile][k_in].
+    for (int t = 0; t < nt; ++t) {
+      const index_t id = t0 + t;
+      const int b = int(id / per_item), r = int(id % per_item);
+      const int y0 = (r / tiles.tx) * T4 - 1, x0 = (r % tiles.tx) * T4 - 1;
+      for (int c = 0; c < k_in; c += VL)
+        detail::winograd_input_tile<Arch>(in, b, y0, x0, c, std::min(VL, k_in - c), vbuf + index_t(t) * k_in + c,
+                                          index_t(nt) * k_in);
+    }
+    // One GEMM per point: mbuf[point] = vbuf[point] x U[point].
+    for (int p = 0; p < P; ++p) {
+      const float* a = vbuf + index_t(p) * nt * k_in;
+      float* c = mbuf + index_t(p) * nt * k_out;
+      for_panel_widths<Arch>(pw, [&](auto nv, int p0, int p1) {
+        gemm_panels<Arch, decltype(nv)::value>(nt, a, k_in, pw, p, p0, p1, c, k_out, nullptr, 0, Clamp{});
+      });
+    }
+    // Output transform of every tile, clipped to the map.
+    for (int t = 0; t < nt; ++t) {
+      const index_t id = t0 + t;
+      const int b = int(id / per_item), r = int(id % per_item);
+      const int y0 = (r / tiles.tx) * T4, x0 = (r % tiles.tx) * T4;
+      const int hy = std::min(T4, out.h() - y0), hx = std::min(T4, out.w() - x0);
+      const index_t ld = index_t(nt) * k_out;
+      for (int c = 0; c < k_out; c += VL) {
+        const int valid = std::min(VL, k_out - c);
+        const float* m = mbuf + index_t(t) * k_out + c;
+        V mv[P], cols[T4 * N], o[T4 * T4];
+        for (int p = 0; p < P; ++p) mv[p] = valid >= VL ? V::load(m + p * ld) : V::load_partial(m + p * ld, valid);
+        for (int j = 0; j < N; ++j) detail::winograd_at(mv + j, N, cols + j, N);       // columns: A^T m
+        for (int i = 0; i < T4; ++i) detail::winograd_at(cols + i * N, 1, o + i * T4, 1);  // rows: (A^T m) A
+        for (int i = 0; i < hy; ++i) {
+          for (int j = 0; j < hx; ++j) {
+            float* dst = out.pixel(b, y0 + i, x0 + j) + c;
+            V v = o[i * T4 + j];
+            if (valid >= VL) {
+              if (accumulate) v = v + V::load(dst);
+              v.store(dst);
+            } else {
+              if (accumulate) v = v + V::load_partial(dst, valid);
+              v.store_partial(dst, valid);
+            }
+          }
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+// Workspace of winograd_weight_grad: the 36 point-wise sums, and one chunk of transformed
+// inputs and output gradients.
+template <class Arch = simd::default_arch>
+constexpr std::size_t winograd_weight_grad_workspace_bytes(int cin, int cout) {
+  const index_t per_tile = index_t(winograd::kPoints) * (cin + cout);
+  const index_t chunk = std::max<index_t>(1, winograd::kChunkFloats / per_tile);
+  return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) +
+         aligned_bytes<float>(std::size_t(chunk * per_tile)) + 64;
+}
+
+namespace detail {
+
+// s[i][..nc) (+)= sum_t z[t][i] * v[t][..nc) for rows i < mr: a rank-nt update of MR rows of
+// one point's sums, both operands as the transforms wrote them (tile-major), so neither is
+// transposed or packed. z rows are ldz apart, v rows ldv, s rows lds.
+template <class Arch, int MR, int NV>
+EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float* v, index_t ldv, int nt, float* s,
+                                       index_t lds, int mr, int nc, bool accumulate) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size;
+  // Row pointers of the broadcast operand: rows past mr repeat the last (their sums are dropped).
+  const float* zr[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) zr[i] = z + (i < mr ? i : mr - 1);
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
+  if (nc >= NV * VL) {
+    for (int t = 0; t < nt; ++t) {
+      V wv[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) wv[j] = V::load(v + j * VL);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const V a = V::broadcast(zr[i][t * ldz]);
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = fma(a, wv[j], acc[i][j]);
+      }
+      v += ldv;
+    }
+  } else {
+    for (int t = 0; t < nt; ++t) {
+      V wv[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        const int valid = nc - j * VL;
+        wv[j] = valid >= VL ? V::load(v + j * VL) : V::load_partial(v + j * VL, valid > 0 ? valid : 0);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const V a = V::broadcast(zr[i][t * ldz]);
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = fma(a, wv[j], acc[i][j]);
+      }
+      v += ldv;
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= mr) break;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      const int valid = nc - j * VL;
+      if (valid <= 0) break;
+      float* o = s + i * lds + j * VL;
+      V r = acc[i][j];
+      if (valid >= VL) {
+        if (accumulate) r = r + V::load(o);
+        r.store(o);
+      } else {
+        if (accumulate) r = r + V::load_partial(o, valid);
+        r.store_partial(o, valid);
+      }
+    }
+  }
+}
+
+// sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, v: nt x cols, tile-major).
+template <class Arch>
+void winograd_sum(const float* z, int rows, const float* v, int cols, int nt, float* sums, bool accumulate) {
+  using PC = PanelConfig<Arch>;
+  constexpr int NV = PC::registers >= 32 || PC::lanes == 1 ? 4 : 2;
+  constexpr int MR = PC::rows_for(NV);
+  constexpr int NR = NV * PC::lanes;
+  for (int n0 = 0; n0 < cols; n0 += NR) {
+    const int nc = std::min(NR, cols - n0);
+    for (int m0 = 0; m0 < rows; m0 += MR) {
+      winograd_sum_tile<Arch, MR, NV>(z + m0, rows, v + n0, cols, nt, sums + index_t(m0) * cols + n0, cols,
+                                      std::min(MR, rows - m0), nc, accumulate);
+    }
+  }
+}
+
+}  // namespace detail
+
+// dW (OHWI [cout][3][3][cin]) and db ([cout], may be null) of a 3x3, stride-1, padding-1
+// convolution from its input x (N x H x W x cin) and output gradient dy (N x H x W x cout):
+// written, or added to with `accumulate`.
+template <class Arch = simd::default_arch>
+Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db, Workspace& ws,
+                            bool accumulate = false) {
+  using V = simd::Vec<Arch>;
+  constexpr int VL = V::size;
+  constexpr int N = winograd::kIn, T4 = winograd::kTile, P = winograd::kPoints;
+  const int cin = x.c(), cout = dy.c();
+  EDGENN_CHECK(x.n() == dy.n() && x.h() == dy.h() && x.w() == dy.w(), Error::shape_mismatch,
+               "winograd_weight_grad: output gradient map differs from the input map (stride 1, padding 1)");
+  WorkspaceScope scope(ws);
+  const detail::WinogradTiles tiles = detail::winograd_tiles(x.shape, cin, cout, winograd::kChunkFloats);
+  float* sums = ws.take<float>(std::size_t(winograd_transform_floats(cin, cout)));  // [point][cout][cin]
+  float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cin));       // [point][tile][cin]
+  float* zbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cout));      // [point][tile][cout]
+  EDGENN_TRY(ws.status());
+  if (ws.measuring()) return Status::ok();
+  const index_t per_item = tiles.tiles_per_item();
+  for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
+    const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
+    for (int t = 0; t < nt; ++t) {
+      const index_t id = t0 + t;
+      const int b = int(id / per_item), r = int(id % per_item);
+      const int y0 = (r / tiles.tx) * T4, x0 = (r % tiles.tx) * T4;
+      for (int c = 0; c < cin; c += VL)
+        detail::winograd_input_tile<Arch>(x, b, y0 - 1, x0 - 1, c, std::min(VL, cin - c), vbuf + index_t(t) * cin + c,
+                                          index_t(nt) * cin);
+      // Output-gradient tile (zero past the map): z = A dY A^T.
+      const int hy = std::min(T4, dy.h() - y0), hx = std::min(T4, dy.w() - x0);
+      for (int c = 0; c < cout; c += VL) {
+        const int valid = std::min(VL, cout - c);
+        V d[T4 * T4], cols[N * T4], z[P];
+        for (int i = 0; i < T4; ++i)
+          for (int j = 0; j < T4; ++j) {
+            if (i < hy && j < hx) {
+              const float* src = dy.pixel(b, y0 + i, x0 + j) + c;
+              d[i * T4 + j] = valid >= VL ? V::load(src) : V::load_partial(src, valid);
+            } else {
+              d[i * T4 + j] = V::zero();
+            }
+          }
+        for (int j = 0; j < T4; ++j) detail::winograd_a(d + j, T4, cols + j, T4);       // columns: A dY
+        for (int i = 0; i < N; ++i) detail::winograd_a(cols + i * T4, 1, z + i * N, 1);  // rows: (A dY) A^T
+        float* dst = zbuf + index_t(t) * cout + c;
+        for (int p = 0; p < P; ++p) {
+          if (valid >= VL) {
+            z[p].store(dst + p * index_t(nt) * cout);
+          } else {
+            z[p].store_partial(dst + p * index_t(nt) * cout, valid);
+          }
+        }
+      }
+    }
+    // sums[point] (+)= Z[point]^T x V[point], over the chunk's tiles.
+    for (int p = 0; p < P; ++p)
+      detail::winograd_sum<Arch>(zbuf + index_t(p) * nt * cout, cout, vbuf + index_t(p) * nt * cin, cin, nt,
+                                 sums + index_t(p) * cout * cin, t0 > 0);
+  }
+  if (tiles.total == 0) std::fill_n(sums, std::size_t(winograd_transform_floats(cin, cout)), 0.0f);
+  // dW = G^T S G per channel pair, on vectors of input channels.
+  for (int co = 0; co < cout; ++co) {
+    for (int c = 0; c < cin; c += VL) {
+      const int valid = std::min(VL, cin - c);
+      V sv[P], rows[6 * 3], g[9];
+      for (int p = 0; p < P; ++p) {
+        const float* src = sums + (index_t(p) * cout + co) * cin + c;
+        sv[p] = valid >= VL ? V::load(src) : V::load_partial(src, valid);
+      }
+      for (int i = 0; i < N; ++i) detail::winograd_gt(sv + i * N, 1, rows + i * 3, 1);  // rows: S G
+      for (int kx = 0; kx < 3; ++kx) detail::winograd_gt(rows + kx, 3, g + kx, 3);     // columns: G^T (S G)
+      for (int t = 0; t < 9; ++t) {
+        float* o = dw + (index_t(co) * 9 + t) * cin + c;
+        V v = g[t];
+        if (accumulate) v = v + (valid >= VL ? V::load(o) : V::load_partial(o, valid));
+        if (valid >= VL) {
+          v.store(o);
+        } else {
+          v.store_partial(o, valid);
+        }
+      }
+    }
+  }
+  if (db) {
+    for (int co = 0; co < cout; ++co) {
+      double s = 0;
+      for (int b = 0; b < dy.n(); ++b)
+        for (int yy = 0; yy < dy.h(); ++yy)
+          for (int xx = 0; xx < dy.w(); ++xx) s += dy.at(b, yy, xx, co);
+      db[co] = accumulate ? db[co] + float(s) : float(s);
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace edgenn::kernels
