@@ -451,6 +451,25 @@ TEST_CASE_TEMPLATE("threaded MEANet stage-C step equals the serial step", Arch, 
   check_same_gradients(g1, g2, 1e-5);
 }
 
+namespace {
+
+// The same random convolution weights in two copies of a network.
+template <class Arch>
+void same_random_weights(nn::Network<Arch>& a, nn::Network<Arch>& b, std::mt19937& gen,
+                         std::normal_distribution<float>& nd) {
+  std::vector<float> w;
+  a.visit_layers([&](nn::ConvBN<Arch>& l) {
+    for (auto& v : l.weight) v = nd(gen);
+    w.insert(w.end(), l.weight.begin(), l.weight.end());
+  });
+  std::size_t k = 0;
+  b.visit_layers([&](nn::ConvBN<Arch>& l) {
+    for (auto& v : l.weight) v = w[k++];
+  });
+}
+
+}  // namespace
+
 // A network whose input is a concat with a frozen part (MEANet's extension on main-block and
 // adaptive features): with set_input_grad_from(c) backward computes the input gradient of
 // channels [c, cin) only. It must equal those channels of the full input gradient, and leave
@@ -496,15 +515,7 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     std::mt19937 gen(11);
     std::normal_distribution<float> nd(0.0f, 0.5f);
     nn::Network<Arch> na = c.make(), nb = c.make();
-    std::vector<float> w;
-    na.visit_layers([&](nn::ConvBN<Arch>& l) {
-      for (auto& v : l.weight) v = nd(gen);
-      w.insert(w.end(), l.weight.begin(), l.weight.end());
-    });
-    std::size_t k = 0;
-    nb.visit_layers([&](nn::ConvBN<Arch>& l) {
-      for (auto& v : l.weight) v = w[k++];
-    });
+    same_random_weights(na, nb, gen, nd);
     const Shape in{3, 6, 6, c.cin};
     std::vector<float> x(std::size_t(in.size()));
     for (auto& v : x) v = nd(gen);
@@ -570,15 +581,7 @@ TEST_CASE_TEMPLATE("Winograd layers give the direct kernels' forward and gradien
       std::mt19937 gen(5);
       std::normal_distribution<float> nd(0.0f, 0.3f);
       nn::Network<Arch> na = make(), nb = make();
-      std::vector<float> w;
-      na.visit_layers([&](nn::ConvBN<Arch>& l) {
-        for (auto& v : l.weight) v = nd(gen);
-        w.insert(w.end(), l.weight.begin(), l.weight.end());
-      });
-      std::size_t k = 0;
-      nb.visit_layers([&](nn::ConvBN<Arch>& l) {
-        for (auto& v : l.weight) v = w[k++];
-      });
+      same_random_weights(na, nb, gen, nd);
       const Shape in{4, 9, 9, 96};
       std::vector<float> x(std::size_t(in.size()));
       for (auto& v : x) v = nd(gen);

@@ -130,21 +130,32 @@ EDGENN_INLINE void winograd_a(const V* dy, int s, V* z, int zs) {
   z[5 * zs] = d3;
 }
 
-// Tiles of a map and where chunks of them start.
+// Tiles per chunk for k_in -> k_out channels (the chunk's transforms fill kChunkFloats).
+constexpr index_t winograd_chunk_tiles(int k_in, int k_out) {
+  return std::max<index_t>(1, winograd::kChunkFloats / (index_t(winograd::kPoints) * (k_in + k_out)));
+}
+
+// Tiles of a map, their chunks, and where a tile lies.
 struct WinogradTiles {
   int ty = 0, tx = 0;   // tiles per column / row of one batch item
   index_t total = 0;    // over the batch
   int chunk = 1;        // tiles per chunk
-  index_t tiles_per_item() const { return index_t(ty) * tx; }
+  struct Origin {
+    int b, y0, x0;  // batch item, first output row and column
+  };
+  Origin origin(index_t id) const {
+    const index_t per_item = index_t(ty) * tx;
+    const int r = int(id % per_item);
+    return Origin{int(id / per_item), (r / tx) * winograd::kTile, (r % tx) * winograd::kTile};
+  }
 };
 
-inline WinogradTiles winograd_tiles(Shape s, int k_in, int k_out, index_t budget) {
+inline WinogradTiles winograd_tiles(Shape s, int k_in, int k_out) {
   WinogradTiles t;
   t.ty = int(div_up(s.h, winograd::kTile));
   t.tx = int(div_up(s.w, winograd::kTile));
   t.total = index_t(s.n) * t.ty * t.tx;
-  const index_t per_tile = index_t(winograd::kPoints) * (k_in + k_out);
-  t.chunk = int(std::max<index_t>(1, budget / per_tile));
+  t.chunk = int(winograd_chunk_tiles(k_in, k_out));
   return t;
 }
 
@@ -179,6 +190,14 @@ EDGENN_INLINE void winograd_input_tile(ConstTensor in, int b, int y0, int x0, in
       d[p].store_partial(v + p * ld, valid);
     }
   }
+}
+
+// All channels of one tile (output origin y0, x0): v[point * ld + channel].
+template <class Arch>
+EDGENN_INLINE void winograd_input_channels(ConstTensor in, int b, int y0, int x0, float* v, index_t ld) {
+  constexpr int VL = simd::Vec<Arch>::size;
+  for (int c = 0; c < in.c(); c += VL)
+    winograd_input_tile<Arch>(in, b, y0 - 1, x0 - 1, c, std::min(VL, in.c() - c), v + c, ld);
 }
 
 }  // namespace detail
@@ -239,9 +258,9 @@ PackedWeights pack_winograd_weights(int cin, int cout, const float* w, WinogradP
 
 // Workspace of winograd_conv3x3 and winograd_weight_grad for `k_in` -> `k_out` channels.
 constexpr std::size_t winograd_workspace_bytes(int k_in, int k_out) {
-  const index_t per_tile = index_t(winograd::kPoints) * (k_in + k_out);
-  const index_t chunk = std::max<index_t>(1, winograd::kChunkFloats / per_tile);
-  return aligned_bytes<float>(std::size_t(chunk * per_tile)) + 64;
+  const index_t chunk = detail::winograd_chunk_tiles(k_in, k_out);
+  return aligned_bytes<float>(std::size_t(chunk * winograd::kPoints * k_in)) +
+         aligned_bytes<float>(std::size_t(chunk * winograd::kPoints * k_out));
 }
 
 // out (=, or += with accumulate) conv3x3(in, packed weights), stride 1, padding 1, no bias.
@@ -259,22 +278,17 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
   EDGENN_CHECK(in.n() == out.n() && in.h() == out.h() && in.w() == out.w(), Error::shape_mismatch,
                "winograd_conv3x3: output map differs from the input map (stride 1, padding 1)");
   WorkspaceScope scope(ws);
-  const detail::WinogradTiles tiles = detail::winograd_tiles(in.shape, k_in, k_out, winograd::kChunkFloats);
+  const detail::WinogradTiles tiles = detail::winograd_tiles(in.shape, k_in, k_out);
   float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * k_in));
   float* mbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * k_out));
   EDGENN_TRY(ws.status());
   if (ws.measuring() || tiles.total == 0) return Status::ok();
-  const index_t per_item = tiles.tiles_per_item();
   for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
     const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
     // Transformed inputs: vbuf[point][tile][k_in].
     for (int t = 0; t < nt; ++t) {
-      const index_t id = t0 + t;
-      const int b = int(id / per_item), r = int(id % per_item);
-      const int y0 = (r / tiles.tx) * T4 - 1, x0 = (r % tiles.tx) * T4 - 1;
-      for (int c = 0; c < k_in; c += VL)
-        detail::winograd_input_tile<Arch>(in, b, y0, x0, c, std::min(VL, k_in - c), vbuf + index_t(t) * k_in + c,
-                                          index_t(nt) * k_in);
+      const auto o = tiles.origin(t0 + t);
+      detail::winograd_input_channels<Arch>(in, o.b, o.y0, o.x0, vbuf + index_t(t) * k_in, index_t(nt) * k_in);
     }
     // One GEMM per point: mbuf[point] = vbuf[point] x U[point].
     for (int p = 0; p < P; ++p) {
@@ -286,9 +300,7 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
     }
     // Output transform of every tile, clipped to the map.
     for (int t = 0; t < nt; ++t) {
-      const index_t id = t0 + t;
-      const int b = int(id / per_item), r = int(id % per_item);
-      const int y0 = (r / tiles.tx) * T4, x0 = (r % tiles.tx) * T4;
+      const auto [b, y0, x0] = tiles.origin(t0 + t);
       const int hy = std::min(T4, out.h() - y0), hx = std::min(T4, out.w() - x0);
       const index_t ld = index_t(nt) * k_out;
       for (int c = 0; c < k_out; c += VL) {
@@ -321,10 +333,7 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
 // inputs and output gradients.
 template <class Arch = simd::default_arch>
 constexpr std::size_t winograd_weight_grad_workspace_bytes(int cin, int cout) {
-  const index_t per_tile = index_t(winograd::kPoints) * (cin + cout);
-  const index_t chunk = std::max<index_t>(1, winograd::kChunkFloats / per_tile);
-  return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) +
-         aligned_bytes<float>(std::size_t(chunk * per_tile)) + 64;
+  return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) + winograd_workspace_bytes(cin, cout);
 }
 
 namespace detail {
@@ -427,22 +436,17 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
   EDGENN_CHECK(x.n() == dy.n() && x.h() == dy.h() && x.w() == dy.w(), Error::shape_mismatch,
                "winograd_weight_grad: output gradient map differs from the input map (stride 1, padding 1)");
   WorkspaceScope scope(ws);
-  const detail::WinogradTiles tiles = detail::winograd_tiles(x.shape, cin, cout, winograd::kChunkFloats);
+  const detail::WinogradTiles tiles = detail::winograd_tiles(x.shape, cin, cout);
   float* sums = ws.take<float>(std::size_t(winograd_transform_floats(cin, cout)));  // [point][cout][cin]
   float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cin));       // [point][tile][cin]
   float* zbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cout));      // [point][tile][cout]
   EDGENN_TRY(ws.status());
   if (ws.measuring()) return Status::ok();
-  const index_t per_item = tiles.tiles_per_item();
   for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
     const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
     for (int t = 0; t < nt; ++t) {
-      const index_t id = t0 + t;
-      const int b = int(id / per_item), r = int(id % per_item);
-      const int y0 = (r / tiles.tx) * T4, x0 = (r % tiles.tx) * T4;
-      for (int c = 0; c < cin; c += VL)
-        detail::winograd_input_tile<Arch>(x, b, y0 - 1, x0 - 1, c, std::min(VL, cin - c), vbuf + index_t(t) * cin + c,
-                                          index_t(nt) * cin);
+      const auto [b, y0, x0] = tiles.origin(t0 + t);
+      detail::winograd_input_channels<Arch>(x, b, y0, x0, vbuf + index_t(t) * cin, index_t(nt) * cin);
       // Output-gradient tile (zero past the map): z = A dY A^T.
       const int hy = std::min(T4, dy.h() - y0), hx = std::min(T4, dy.w() - x0);
       for (int c = 0; c < cout; c += VL) {
