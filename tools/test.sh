@@ -29,6 +29,7 @@ stage_help() {
   sanitizers  AddressSanitizer + UBSan build (-O1, default x86-64 SSE2 arch), ctest
   scalar      EDGENN_SIMD_SCALAR=ON build (no xsimd), ctest
   aarch64     cross build for Raspberry Pi 64-bit, ctest under qemu-aarch64, NEON (neon64) required
+              (the NEON instantiations of the tests; the scalar ones run in scalar and sanitizers)
   armhf       cross build for Raspberry Pi 32-bit (neon-vfpv4), ctest under qemu-arm, NEON required
   cortex-m    arm-none-eabi compile check (M4, M7), semihosted run under qemu-system-arm, no heap;
               firmware example (MEANet, static arena) on M4/M7/M55 vs the host build, sizes, instructions
@@ -75,7 +76,9 @@ APT_PACKAGES=("${APT_HOST[@]}" "${APT_PYTHON[@]}" "${APT_CROSS[@]}" "${APT_CORTE
 # Cross builds: only the test suite. Target libraries (ZeroMQ, MPI) are not installed for the
 # targets; cppzmq's package config fails the configure instead of reporting "not found" when
 # the target libzmq is missing, and FindMPI could pick the host's MPI, so both stay off.
-CROSS_ARGS=(-DEDGENN_BUILD_TOOLS=OFF -DEDGENN_BUILD_EXAMPLES=OFF
+# The scalar backend is tested natively (scalar, sanitizers) and on Cortex-M; under qemu only
+# the NEON instantiations run (EDGENN_TEST_SCALAR_TWINS=OFF halves the build and the run).
+CROSS_ARGS=(-DEDGENN_BUILD_TOOLS=OFF -DEDGENN_BUILD_EXAMPLES=OFF -DEDGENN_TEST_SCALAR_TWINS=OFF
   -DCMAKE_DISABLE_FIND_PACKAGE_cppzmq=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON)
 
 CORTEX_M4_FLAGS=(-mcpu=cortex-m4 -mthumb -mfpu=fpv4-sp-d16 -mfloat-abi=hard)
@@ -277,16 +280,18 @@ stage_parity() {
 }
 # Tiled distributed training (include/edgenn/dist/, docs/tiled_training.md): the planner and
 # simulator suites and the MPI exactness tests (ctest label dist) with OpenMPI from Debian.
+# Runs in the native tree (built by the native stage; configured here when run alone).
 stage_dist() {
   have mpiexec || fail "mpiexec not found (apt package openmpi-bin)"
-  configure "$BUILD/ci-dist"
-  grep -q 'test_dist_mpi' "$BUILD/ci-dist/build.ninja" || fail "CMake did not find MPI (libopenmpi-dev)"
+  local dir="$BUILD/ci-native"
+  [[ -f "$dir/build.ninja" ]] || configure "$dir" -DEDGENN_NATIVE=ON
+  grep -q 'test_dist_mpi' "$dir/build.ninja" || fail "CMake did not find MPI (libopenmpi-dev)"
   local targets=(test_dist_plan test_dist_mpi)
   # The example's loss-curve check (needs CLI11 and the Fashion-MNIST package).
-  grep -q 'build examples/tiled_train:' "$BUILD/ci-dist/build.ninja" && targets+=(tiled_train)
-  cmake --build "$BUILD/ci-dist" --target "${targets[@]}" -- -j"$JOBS"
+  grep -q 'build examples/tiled_train:' "$dir/build.ninja" && targets+=(tiled_train)
+  cmake --build "$dir" --target "${targets[@]}" -- -j"$JOBS"
   # mpirun refuses root without these (CI containers run as root).
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run_ctest "$BUILD/ci-dist" -R '^dist' -j 1
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run_ctest "$dir" -R '^dist' -j 1
 }
 
 # Deliberate kernel bugs (tools/mutants.py): each must make the kernel tests fail.

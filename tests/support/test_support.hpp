@@ -15,8 +15,13 @@
 
 namespace edgenn::test {
 
-// Every kernel test runs for the build's SIMD backend and for the scalar backend.
-#if defined(EDGENN_HAS_XSIMD)
+// Every kernel test runs for the build's SIMD backend and for the scalar backend. The
+// emulated cross builds skip the scalar twins (EDGENN_TEST_SIMD_ONLY, CMake option
+// EDGENN_TEST_SCALAR_TWINS=OFF): the scalar stage, the sanitizer stage and the Cortex-M stage
+// test the scalar backend, and under qemu the twins doubled the build and the run.
+#if defined(EDGENN_HAS_XSIMD) && defined(EDGENN_TEST_SIMD_ONLY)
+#define EDGENN_TEST_ARCHS ::edgenn::simd::default_arch
+#elif defined(EDGENN_HAS_XSIMD)
 #define EDGENN_TEST_ARCHS ::edgenn::simd::default_arch, ::edgenn::simd::scalar
 #else
 #define EDGENN_TEST_ARCHS ::edgenn::simd::scalar

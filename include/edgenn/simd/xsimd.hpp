@@ -40,7 +40,10 @@ struct Vec {
     }
 #endif
     alignas(64) float tmp[size] = {};
-    for (int i = 0; i < n; ++i) tmp[i] = p[i];
+    // A fixed trip count: with `i < n` GCC's loop analysis reported impossible iterations
+    // (-Waggressive-loop-optimizations) in some inlining contexts on aarch64.
+    for (int i = 0; i < size; ++i)
+      if (i < n) tmp[i] = p[i];
     return Vec{batch::load_aligned(tmp)};
   }
   EDGENN_INLINE void store_partial(float* p, int n) const {
@@ -58,7 +61,8 @@ struct Vec {
 #endif
     alignas(64) float tmp[size];
     v.store_aligned(tmp);
-    for (int i = 0; i < n; ++i) p[i] = tmp[i];
+    for (int i = 0; i < size; ++i)
+      if (i < n) p[i] = tmp[i];
   }
 
 #if defined(__AVX2__)
