@@ -536,13 +536,16 @@ TEST_CASE_TEMPLATE("fully connected backward matches the double reference", Arch
 TEST_CASE_TEMPLATE("batch norm training forward and backward match the double reference", Arch, EDGENN_TEST_ARCHS) {
   test::Rng r(0xB4);
   for (int it = 0; it < test::scaled(60); ++it) {
-    const Shape s{r.uniform_int(1, 4), r.uniform_int(1, 9), r.uniform_int(1, 9), r.uniform_int(1, 37)};
+    // Some wide layers: the kernels run over groups of 64 channels (kChannelGroup).
+    const int channels = r.coin(0.2) ? r.uniform_int(60, 150) : r.uniform_int(1, 37);
+    const Shape s{r.uniform_int(1, 4), r.uniform_int(1, 9), r.uniform_int(1, 9), channels};
     if (s.n * s.pixels() < 2) continue;
     // Some channels far from zero: the statistics must not cancel catastrophically.
     const float offset = r.coin(0.3) ? r.uniform(-1000.0f, 1000.0f) : 0.0f;
-    const bool strided = r.coin(0.3), accumulate = r.coin(0.3);
+    const bool strided = r.coin(0.3), accumulate = r.coin(0.3), with_residual = r.coin(0.3);
     const auto act = static_cast<Activation>(r.uniform_int(0, 2));
-    INFO("bn ", s.n, "x", s.h, "x", s.w, "x", s.c, " offset ", offset, " act ", int(act), " acc ", accumulate);
+    INFO("bn ", s.n, "x", s.h, "x", s.w, "x", s.c, " offset ", offset, " act ", int(act), " acc ", accumulate,
+         " residual ", with_residual);
     auto x = test::Buffer::make(s, &r, strided, &r);
     for (int b = 0; b < s.n; ++b)
       for (int i = 0; i < s.h; ++i)
@@ -561,13 +564,21 @@ TEST_CASE_TEMPLATE("batch norm training forward and backward match the double re
     std::vector<double> mean_d(std::size_t(s.c)), invstd_d(std::size_t(s.c)), rmean_d = to_double(rmean), rvar_d = to_double(rvar);
     ref::batchnorm_train_forward<double>(xd.view, gd.data(), bd.data(), 1e-5, 0.1, yd.view, mean_d.data(), invstd_d.data(),
                                          rmean_d.data(), rvar_d.data());
+    // y = act(BN(x) [+ residual]), the residual added before the activation.
+    auto res = test::Buffer::make(s, &r, strided, &r);
+    if (with_residual) {
+      for (int b = 0; b < s.n; ++b)
+        for (int i = 0; i < s.h; ++i)
+          for (int j = 0; j < s.w; ++j)
+            for (int c = 0; c < s.c; ++c) yd.view.at(b, i, j, c) += double(res.view.at(b, i, j, c));
+    }
     for (auto& v : yd.storage) v = ref::activation_value(v, act);
 
     auto y = test::Buffer::make(s, &r, strided, &r);
     std::vector<float> mean(std::size_t(s.c)), invstd(std::size_t(s.c));
     WsMem ws(kernels::batchnorm_train_workspace_bytes(s.c));
     REQUIRE(kernels::batchnorm_train_forward<Arch>(x.view, bn, y.view, mean.data(), invstd.data(), rmean.data(), rvar.data(),
-                                                   ws.ws, act)
+                                                   ws.ws, act, with_residual ? ConstTensor(res.view) : ConstTensor())
                 .is_ok());
     // The float mean is off by up to half an ulp of |mean|, which moves x - mean by that much:
     // `ulp_effect[c]` is that error relative to the channel's standard deviation.

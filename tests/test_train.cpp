@@ -630,6 +630,71 @@ TEST_CASE_TEMPLATE("Winograd layers give the direct kernels' forward and gradien
   }
 }
 
+// ConvBNTrain runs the batch in slices that stay in cache (slice_bytes): the convolution and
+// the BN channel sums slice by slice, then dz, dW and dx slice by slice. Slices of one item
+// must give the whole batch's results: the forward and dx to the bit (the same sums in the
+// same order), the weight gradients up to the rounding of adding the slices' shares.
+TEST_CASE_TEMPLATE("batch slices give the whole batch's forward and gradients", Arch, EDGENN_TEST_ARCHS) {
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+    auto make = [&] {
+      nn::Network<Arch> n;
+      n.add(nn::BasicBlock<Arch>::make("a", 16, 16, 1));   // Winograd forward and dx
+      n.add(nn::BasicBlock<Arch>::make("b", 16, 32, 2));   // stride 2 and a 1x1 shortcut: direct
+      n.add(nn::BasicBlock<Arch>::make("c", 32, 64, 1));   // 1x1 shortcut, Winograd dW in c2
+      return n;
+    };
+    std::mt19937 gen(9);
+    std::normal_distribution<float> nd(0.0f, 0.3f);
+    nn::Network<Arch> na = make(), nb = make();
+    same_random_weights(na, nb, gen, nd);
+    const Shape in{5, 9, 9, 16};
+    std::vector<float> x(std::size_t(in.size()));
+    for (auto& v : x) v = nd(gen);
+    train::NetworkTrain<Arch> sliced, whole;
+    REQUIRE(sliced.bind(na, false).is_ok());
+    REQUIRE(whole.bind(nb, false).is_ok());
+    sliced.set_slice_bytes(1);  // one item per slice
+    const auto& c = std::get<train::BasicBlockTrain<Arch>>(sliced.units[2]);
+    CHECK(c.c2.winograd_dw());
+    CHECK(c.c1.slice_items(Shape{5, 9, 9, 64}) == 1);
+    CHECK(std::get<train::BasicBlockTrain<Arch>>(whole.units[0]).c1.slice_items(Shape{5, 9, 9, 16}) >= 5);
+    std::unique_ptr<train::Parallel> par;
+    const std::size_t bytes = whole.workspace_bytes(in);
+    if (threads > 1) {
+      par = std::make_unique<train::Parallel>(threads);
+      par->reserve_workspace(bytes);
+      sliced.set_parallel(par.get());
+      whole.set_parallel(par.get());
+    }
+    Ws ws(bytes);
+    const ConstTensor xv = ConstTensor::dense(x.data(), in);
+    REQUIRE(sliced.forward(xv, ws.ws).is_ok());
+    REQUIRE(whole.forward(xv, ws.ws).is_ok());
+    const Shape os = sliced.output().shape;
+    const std::vector<float> ya = test::to_dense(sliced.output()), yb = test::to_dense(whole.output());
+    CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)) == 0);
+    std::vector<float> da(std::size_t(os.size()));
+    for (auto& v : da) v = nd(gen);
+    std::vector<float> db = da, dxa(std::size_t(in.size())), dxb(std::size_t(in.size()));
+    REQUIRE(sliced.backward(xv, Tensor::dense(da.data(), os), Tensor::dense(dxa.data(), in), false, ws.ws).is_ok());
+    REQUIRE(whole.backward(xv, Tensor::dense(db.data(), os), Tensor::dense(dxb.data(), in), false, ws.ws).is_ok());
+    CHECK(std::memcmp(dxa.data(), dxb.data(), dxa.size() * sizeof(float)) == 0);
+    const auto sa = slots_of(sliced), sb = slots_of(whole);
+    REQUIRE(sa.size() == sb.size());
+    for (std::size_t q = 0; q < sa.size(); ++q) {
+      CAPTURE(sa[q].name);
+      double d = 0, r = 0;
+      for (std::size_t i = 0; i < sa[q].size; ++i) {
+        d += (double(sa[q].grad[i]) - sb[q].grad[i]) * (double(sa[q].grad[i]) - sb[q].grad[i]);
+        r += double(sb[q].grad[i]) * sb[q].grad[i];
+      }
+      CHECK(r > 0);
+      CHECK(std::sqrt(d / r) < 1e-5);  // relative L2
+    }
+  }
+}
+
 TEST_CASE("thread pool: every task runs exactly once, over many back-to-back hand-offs") {
   for (const int threads : {2, 3, 5}) {
     CAPTURE(threads);

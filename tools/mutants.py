@@ -78,6 +78,18 @@ MUTANTS = [
      "kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);",
      "kernels::pack_winograd_weights<Arch>(cin, l.cout, l.weight.data(), kernels::WinogradPass::input_grad, nullptr, dst);",
      ["test_train"]),  # the partial input gradient from the whole weights, not the trainable channels'
+    ("bn-channel-group-constants", K + "batchnorm_train.hpp",
+     "const int c = g0 + i;",
+     "const int c = i;",  # every 64-channel group of the BN input gradient uses the first group's constants
+     ["test_backward"]),
+    ("slice-weight-grad-overwritten", "include/edgenn/train/layers.hpp",
+     "kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, a > b0)",
+     "kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, false)",
+     ["test_train"]),  # each batch slice's dW replaces the previous slices' instead of adding to them
+    ("slice-bn-sums-overwritten", "include/edgenn/train/layers.hpp",
+     "shift, sums, sums + C, a > b0)",
+     "shift, sums, sums + C, false)",
+     ["test_train"]),  # the BN statistics of the last batch slice only
     ("cross-entropy-label-smoothing", K + "loss.hpp",
      "on = 1.0 - eps + off;",
      "on = 1.0 - eps;",  # target class misses its share of the smoothing mass

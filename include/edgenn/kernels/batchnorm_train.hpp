@@ -2,7 +2,7 @@
 //
 // Forward, per channel over the M = N*H*W values of the batch:
 //   mean = sum x / M, var = sum (x - mean)^2 / M (biased), invstd = 1 / sqrt(var + eps)
-//   y = act((x - mean) * invstd * gamma + beta)
+//   y = act((x - mean) * invstd * gamma + beta [+ residual])
 //   running_mean = (1 - momentum) running_mean + momentum mean
 //   running_var  = (1 - momentum) running_var + momentum var * M / (M - 1)   (unbiased, like PyTorch)
 // Saved for backward: x (the caller keeps it), mean and invstd ([C] each).
@@ -21,6 +21,7 @@
 // batchnorm_backward_input. batchnorm_train_forward/backward run all steps on one device.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -47,6 +48,12 @@ EDGENN_INLINE void add_lanes(simd::Vec<Arch> v, int n, double* total) {
   v.store(tmp);
   for (int i = 0; i < n; ++i) total[i] += double(tmp[i]);
 }
+
+// Normalisation and the BN input gradient run row by row over groups of this many channels
+// (their per-channel constants on the stack, 1 KB each): a row's channels are read together,
+// not one SIMD block of channels over the whole map after the other (that strided walk was
+// twice as slow once the map left L2).
+constexpr int kChannelGroup = 64;
 
 // Run f(c0, n, full) over channel blocks of the SIMD width: full blocks, then the tail. `full`
 // is a compile-time constant, so full blocks use plain loads and stores.
@@ -131,29 +138,53 @@ inline Status batchnorm_statistics(int channels, index_t count, const float* shi
   return Status::ok();
 }
 
-// y = act((x - mean) * invstd * gamma + beta); y may be the same view as x.
+// y = act((x - mean) * invstd * gamma + beta [+ residual]); y may be the same view as x or as
+// the residual. The residual add (a ResNet block's shortcut) is fused in: one pass over the
+// map instead of two.
 template <class Arch = simd::default_arch>
 Status batchnorm_normalize(ConstTensor x, const float* mean, const float* invstd, const float* gamma,
-                           const float* beta, Tensor y, Activation act = Activation::none) {
+                           const float* beta, Tensor y, Activation act = Activation::none,
+                           ConstTensor residual = ConstTensor()) {
   EDGENN_CHECK(x.shape == y.shape && x.shape.valid(), Error::shape_mismatch, "batchnorm_normalize: shapes differ");
+  EDGENN_CHECK(!residual.data || residual.shape == x.shape, Error::shape_mismatch,
+               "batchnorm_normalize: the residual's shape differs from the input's");
   EDGENN_CHECK(mean && invstd, Error::invalid_argument, "batchnorm_normalize: null statistics");
   using V = simd::Vec<Arch>;
+  constexpr int G = detail::kChannelGroup;
   const Clamp cl = activation_clamp(act);
   const V lo = V::broadcast(cl.lo), hi = V::broadcast(cl.hi);
   const int C = x.c();
-  detail::for_channel_blocks<Arch>(C, [&](int c0, int n, auto full) {
-    constexpr bool F = decltype(full)::value;
-    const V mu = detail::load_n<Arch, F>(mean + c0, n);
-    const V scale = detail::load_n<Arch, F>(invstd + c0, n) *
-                    (gamma ? detail::load_n<Arch, F>(gamma + c0, n) : V::broadcast(1.0f));
-    const V shift = beta ? detail::load_n<Arch, F>(beta + c0, n) : V::zero();
-    for (int b = 0; b < x.n(); ++b)
-      for (int i = 0; i < x.h(); ++i)
-        for (int j = 0; j < x.w(); ++j) {
-          const V v = fma(detail::load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu, scale, shift);
-          detail::store_n<Arch, F>(min(max(v, lo), hi), y.pixel(b, i, j) + c0, n);
-        }
-  });
+  const auto run = [&](auto with_residual) {
+    for (int g0 = 0; g0 < C; g0 += G) {
+      const int gc = std::min(G, C - g0);
+      alignas(64) float mu_g[G], scale_g[G], shift_g[G];
+      detail::for_channel_blocks<Arch>(gc, [&](int c0, int n, auto full) {
+        constexpr bool F = decltype(full)::value;
+        const int c = g0 + c0;
+        detail::load_n<Arch, F>(mean + c, n).store(mu_g + c0);
+        (detail::load_n<Arch, F>(invstd + c, n) * (gamma ? detail::load_n<Arch, F>(gamma + c, n) : V::broadcast(1.0f)))
+            .store(scale_g + c0);
+        (beta ? detail::load_n<Arch, F>(beta + c, n) : V::zero()).store(shift_g + c0);
+      });
+      for (int b = 0; b < x.n(); ++b)
+        for (int i = 0; i < x.h(); ++i)
+          detail::for_channel_blocks<Arch>(gc, [&](int c0, int n, auto full) {
+            constexpr bool F = decltype(full)::value;
+            const int c = g0 + c0;
+            const V mu = V::load(mu_g + c0), scale = V::load(scale_g + c0), shift = V::load(shift_g + c0);
+            for (int j = 0; j < x.w(); ++j) {
+              V v = fma(detail::load_n<Arch, F>(x.pixel(b, i, j) + c, n) - mu, scale, shift);
+              if constexpr (decltype(with_residual)::value) v = v + detail::load_n<Arch, F>(residual.pixel(b, i, j) + c, n);
+              detail::store_n<Arch, F>(min(max(v, lo), hi), y.pixel(b, i, j) + c, n);
+            }
+          });
+    }
+  };
+  if (residual.data) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
   return Status::ok();
 }
 
@@ -244,29 +275,35 @@ Status batchnorm_backward_input(ConstTensor x, ConstTensor dy, const float* mean
   EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat && count > 0, Error::invalid_argument,
                "batchnorm_backward_input: null buffers or empty batch");
   using V = simd::Vec<Arch>;
-  constexpr int VL = V::size;
+  constexpr int G = detail::kChannelGroup;
   const int C = x.c();
-  detail::for_channel_blocks<Arch>(C, [&](int c0, int n, auto full) {
-    constexpr bool F = decltype(full)::value;
+  for (int g0 = 0; g0 < C; g0 += G) {
+    const int gc = std::min(G, C - g0);
     // dx = k_dy * dy + k_x * (x - mean) + k_0, per channel.
-    alignas(64) float kdy[VL] = {}, kx[VL] = {}, k0[VL] = {};
-    for (int i = 0; i < n; ++i) {
-      const double s = double(invstd[c0 + i]) * (gamma ? double(gamma[c0 + i]) : 1.0);
+    alignas(64) float kdy[G] = {}, kx[G] = {}, k0[G] = {}, mu[G] = {};
+    for (int i = 0; i < gc; ++i) {
+      const int c = g0 + i;
+      const double s = double(invstd[c]) * (gamma ? double(gamma[c]) : 1.0);
       kdy[i] = float(s);
-      kx[i] = float(-s * double(invstd[c0 + i]) * sum_dy_xhat[c0 + i] / double(count));
-      k0[i] = float(-s * sum_dy[c0 + i] / double(count));
+      kx[i] = float(-s * double(invstd[c]) * sum_dy_xhat[c] / double(count));
+      k0[i] = float(-s * sum_dy[c] / double(count));
+      mu[i] = mean[c];
     }
-    const V vdy = V::load(kdy), vx = V::load(kx), v0 = V::load(k0), mu = detail::load_n<Arch, F>(mean + c0, n);
     for (int b = 0; b < x.n(); ++b)
       for (int i = 0; i < x.h(); ++i)
-        for (int j = 0; j < x.w(); ++j) {
-          float* d = dx.pixel(b, i, j) + c0;
-          V v = fma(detail::load_n<Arch, F>(dy.pixel(b, i, j) + c0, n), vdy,
-                    fma(detail::load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu, vx, v0));
-          if (accumulate) v = v + detail::load_n<Arch, F>(d, n);
-          detail::store_n<Arch, F>(v, d, n);
-        }
-  });
+        detail::for_channel_blocks<Arch>(gc, [&](int c0, int n, auto full) {
+          constexpr bool F = decltype(full)::value;
+          const int c = g0 + c0;
+          const V vdy = V::load(kdy + c0), vx = V::load(kx + c0), v0 = V::load(k0 + c0), vmu = V::load(mu + c0);
+          for (int j = 0; j < x.w(); ++j) {
+            float* d = dx.pixel(b, i, j) + c;
+            V v = fma(detail::load_n<Arch, F>(dy.pixel(b, i, j) + c, n), vdy,
+                      fma(detail::load_n<Arch, F>(x.pixel(b, i, j) + c, n) - vmu, vx, v0));
+            if (accumulate) v = v + detail::load_n<Arch, F>(d, n);
+            detail::store_n<Arch, F>(v, d, n);
+          }
+        });
+  }
   return Status::ok();
 }
 
@@ -276,14 +313,14 @@ constexpr std::size_t batchnorm_train_workspace_bytes(int channels) {
   return aligned_bytes<float>(std::size_t(channels)) + 2 * aligned_bytes<double>(std::size_t(channels));
 }
 
-// Training-mode forward on one device: statistics of x, y = act(normalised x), saved mean and
-// invstd ([C], needed by the backward), running statistics updated (may be null).
+// Training-mode forward on one device: statistics of x, y = act(normalised x [+ residual]),
+// saved mean and invstd ([C], needed by the backward), running statistics updated (may be null).
 // y may be the same view as x only if the caller does not keep x for the backward.
 // ws: batchnorm_train_workspace_bytes(C).
 template <class Arch = simd::default_arch>
 Status batchnorm_train_forward(ConstTensor x, const BatchNormTrainParams& bn, Tensor y, float* saved_mean,
                                float* saved_invstd, float* running_mean, float* running_var, Workspace& ws,
-                               Activation act = Activation::none) {
+                               Activation act = Activation::none, ConstTensor residual = ConstTensor()) {
   EDGENN_CHECK(x.shape == y.shape && x.shape.valid(), Error::shape_mismatch, "batchnorm_train_forward: shapes differ");
   EDGENN_CHECK(saved_mean && saved_invstd, Error::invalid_argument, "batchnorm_train_forward: null saved statistics");
   EDGENN_CHECK(x.shape.n * x.shape.pixels() > 1, Error::invalid_argument,
@@ -299,7 +336,7 @@ Status batchnorm_train_forward(ConstTensor x, const BatchNormTrainParams& bn, Te
   EDGENN_TRY(batchnorm_channel_sums<Arch>(x, shift, sum, sum_sq));
   EDGENN_TRY(batchnorm_statistics(C, x.shape.n * x.shape.pixels(), shift, sum, sum_sq, bn, saved_mean, saved_invstd,
                                   running_mean, running_var));
-  return batchnorm_normalize<Arch>(x, saved_mean, saved_invstd, bn.gamma, bn.beta, y, act);
+  return batchnorm_normalize<Arch>(x, saved_mean, saved_invstd, bn.gamma, bn.beta, y, act, residual);
 }
 
 // Training-mode backward on one device: dgamma, dbeta ([C], written or added with

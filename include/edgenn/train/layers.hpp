@@ -74,8 +74,21 @@ struct ConvBNTrain {
   std::vector<float> packed, packed_grad, folded_w, folded_b, zero_bias;
   std::vector<float> weight_slice;                   // input channels [dx_from, cin) of the weights
   int dx_from = 0;  // the input gradient covers input channels [dx_from, cin) only (dx holds those)
-  std::vector<float> bn_shift;                       // threaded BN: per-channel shift of the sums
-  std::vector<double> bn_sum, bn_sum2;               // threaded BN: batch sums over all ranges
+  // Training BN's forward sums per batch range: shift [R][C], sums [R][sum C | sum_sq C],
+  // items; and the batch sums over all ranges (also the backward's).
+  std::vector<float> range_shift;
+  std::vector<double> range_sums;
+  std::vector<int> range_items;
+  std::vector<double> bn_sum, bn_sum2;
+  // The batch is processed in slices of items whose BN input z (and dz) take at most
+  // slice_bytes, so a slice is still in cache for the next step on it: the channel sums after
+  // the convolution, dW and dx after dz (bench_train: at batch 128 ResNet-20's BN passes took
+  // 50-70% longer per image than at batch 32, reading maps back from beyond L2).
+  static constexpr std::size_t kSliceBytes = std::size_t(512) << 10;
+  std::size_t slice_bytes = kSliceBytes;
+  int slice_items(Shape s) const {
+    return int(std::max<index_t>(1, index_t(slice_bytes / sizeof(float)) / (s.pixels() * s.c)));
+  }
   kernels::PackedWeights pw;
   kernels::ConvInputGradWeights gw;
   Parallel* par = nullptr;
@@ -84,6 +97,7 @@ struct ConvBNTrain {
 
   void set_parallel(Parallel* p) { par = p; }
   void set_winograd(bool on) { winograd_enabled = on; }
+  void set_slice_bytes(std::size_t b) { slice_bytes = b; }
   void set_transient(TransientBuffers* t) { shared_tmp = t; }
   TransientBuffers& tmp() { return shared_tmp ? *shared_tmp : own_tmp; }
   bool threaded(int n) const { return par && par->ranges(n) > 1; }
@@ -140,10 +154,10 @@ struct ConvBNTrain {
 
   // 3x3 stride-1 layers followed by a training BN (no fused activation, residual or bias to
   // apply) run as Winograd F(4x4, 3x3) where that measured faster than the direct kernels
-  // (bench_conv_algorithms, docs/training_kernels.md): forward and input gradient from 32
-  // channels in and out (1.3-2.2x), the weight gradient from 64 (1.6-1.9x; at 32 channels it
+  // (bench_conv_algorithms, docs/training_kernels.md): forward and input gradient from 16
+  // channels in and out (1.3-2.1x), the weight gradient from 64 (1.8-2.1x; at 32 channels it
   // is no faster, at 16 the transforms cost more than the products save).
-  static constexpr int kWinogradMinChannels = 32, kWinogradWeightGradMinChannels = 64;
+  static constexpr int kWinogradMinChannels = 16, kWinogradWeightGradMinChannels = 64;
   bool winograd_layer(int min_channels, int cin) const {
     const nn::ConvBN<Arch>& l = *layer;
     return winograd_enabled && trains_bn() && l.bias.empty() && kernels::winograd_applies(l.p) &&
@@ -199,49 +213,76 @@ struct ConvBNTrain {
       float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cin, l.cout));
       const kernels::PackedWeights ww = kernels::pack_winograd_weights<Arch>(
           l.cin, l.cout, l.weight.data(), kernels::WinogradPass::forward, scratch, dst);
-      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+      return forward_from(zt, y, residual, ws, [&](int b0, int b1, Workspace& w) {
         return kernels::winograd_conv3x3<Arch>(items(x, b0, b1), ww, items(zt, b0, b1), w, false);
-      }));
-    } else {
-      detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
-      pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
-                                            l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
-      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
-        const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
-        return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w,
-                                     residual && !bn_here ? &r : nullptr);
-      }));
+      });
     }
-    if (!bn_here) return Status::ok();
+    detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
+    pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
+                                          l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
+    return forward_from(zt, y, residual, ws, [&](int b0, int b1, Workspace& w) {
+      const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
+      return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w, residual && !bn_here ? &r : nullptr);
+    });
+  }
+
+  // The forward after the weights are packed: conv_items(b0, b1, ws) writes zt for batch items
+  // [b0, b1) (y itself without a training BN), then the training BN.
+  template <class Conv>
+  Status forward_from(Tensor zt, Tensor y, const ConstTensor* residual, Workspace& ws, Conv&& conv_items) {
+    nn::ConvBN<Arch>& l = *layer;
+    const int n = zt.n();
+    if (!trains_bn()) return for_batch_ranges(par, n, ws, conv_items);
+
+    // Training BN (the steps of kernels::batchnorm_train_forward). Each batch range convolves
+    // its items slice by slice and takes a slice's channel sums right after, while the slice
+    // is still in cache (slice_bytes), shifted by its own first pixel; the range sums are
+    // then moved to range 0's shift and added in range order. One range (no threads) gives
+    // exactly batchnorm_train_forward's sums.
+    const int C = l.cout;
+    const index_t pixels = zt.shape.pixels();
+    EDGENN_CHECK(index_t(n) * pixels > 1, Error::invalid_argument,
+                 "batchnorm_train_forward: training needs more than one value per channel (like PyTorch)");
+    const int R = threaded(n) ? par->ranges(n) : 1;
+    const int slice = slice_items(zt.shape);
+    range_shift.resize(std::size_t(R) * std::size_t(C));
+    range_sums.resize(2 * std::size_t(R) * std::size_t(C));
+    range_items.resize(std::size_t(R));
+    auto conv_and_sums = [&](int r, int b0, int b1, Workspace& w) -> Status {
+      float* shift = range_shift.data() + std::size_t(r) * std::size_t(C);
+      double* sums = range_sums.data() + 2 * std::size_t(r) * std::size_t(C);
+      range_items[std::size_t(r)] = b1 - b0;
+      for (int a = b0; a < b1; a += slice) {
+        const int e = std::min(b1, a + slice);
+        EDGENN_TRY(conv_items(a, e, w));
+        if (a == b0)
+          for (int c = 0; c < C; ++c) shift[c] = zt.at(b0, 0, 0, c);
+        EDGENN_TRY(kernels::batchnorm_channel_sums<Arch>(items(ConstTensor(zt), a, e), shift, sums, sums + C, a > b0));
+      }
+      return Status::ok();
+    };
+    EDGENN_TRY(R == 1 ? conv_and_sums(0, 0, n, ws) : par->for_ranges(n, conv_and_sums));
+    bn_sum.assign(std::size_t(C), 0.0);
+    bn_sum2.assign(std::size_t(C), 0.0);
+    const float* shift0 = range_shift.data();
+    for (int r = 0; r < R; ++r) {
+      const float* shift = range_shift.data() + std::size_t(r) * std::size_t(C);
+      const double* sums = range_sums.data() + 2 * std::size_t(r) * std::size_t(C);
+      const double m = double(range_items[std::size_t(r)]) * double(pixels);
+      for (int c = 0; c < C; ++c) {  // sums of x - shift0 from those of x - shift (d = 0 for range 0)
+        const double d = double(shift[c]) - double(shift0[c]);
+        bn_sum[std::size_t(c)] += sums[c] + m * d;
+        bn_sum2[std::size_t(c)] += sums[C + c] + d * (2.0 * sums[c] + m * d);
+      }
+    }
     const kernels::BatchNormTrainParams bn{l.gamma.data(), l.beta.data(), l.bn_eps, bn_momentum};
-    const Activation act = residual ? Activation::none : l.p.activation;
-    if (!threaded(n)) {
-      EDGENN_TRY(kernels::batchnorm_train_forward<Arch>(zt, bn, y, mean.data(), invstd.data(), l.running_mean.data(),
-                                                        l.running_var.data(), ws, act));
-    } else {
-      // The serial kernel's steps with the sums per range, added in range order.
-      EDGENN_CHECK(index_t(n) * zt.shape.pixels() > 1, Error::invalid_argument,
-                   "batchnorm_train_forward: training needs more than one value per channel (like PyTorch)");
-      const int C = l.cout;
-      bn_shift.resize(std::size_t(C));
-      for (int c = 0; c < C; ++c) bn_shift[std::size_t(c)] = zt.at(0, 0, 0, c);
-      EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
-        double* s = par->scratch<double>(r, 2 * std::size_t(C));
-        return kernels::batchnorm_channel_sums<Arch>(items(ConstTensor(zt), b0, b1), bn_shift.data(), s, s + C);
-      }));
-      reduce_ranges(n, C);
-      EDGENN_TRY(kernels::batchnorm_statistics(C, index_t(n) * zt.shape.pixels(), bn_shift.data(), bn_sum.data(),
-                                               bn_sum2.data(), bn, mean.data(), invstd.data(), l.running_mean.data(),
-                                               l.running_var.data()));
-      EDGENN_TRY(par->for_ranges(n, [&](int, int b0, int b1, Workspace&) {
-        return kernels::batchnorm_normalize<Arch>(items(ConstTensor(zt), b0, b1), mean.data(), invstd.data(),
-                                                  l.gamma.data(), l.beta.data(), items(y, b0, b1), act);
-      }));
-    }
-    if (!residual) return Status::ok();
+    EDGENN_TRY(kernels::batchnorm_statistics(C, index_t(n) * pixels, shift0, bn_sum.data(), bn_sum2.data(), bn,
+                                             mean.data(), invstd.data(), l.running_mean.data(), l.running_var.data()));
+    // The residual add (and the activation after it) is fused into the normalisation.
     return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
-      const Tensor yr = items(y, b0, b1);
-      return kernels::add<Arch>(yr, items(*residual, b0, b1), yr, l.p.activation);
+      return kernels::batchnorm_normalize<Arch>(items(ConstTensor(zt), b0, b1), mean.data(), invstd.data(),
+                                                l.gamma.data(), l.beta.data(), items(y, b0, b1), l.p.activation,
+                                                residual ? items(*residual, b0, b1) : ConstTensor());
     });
   }
 
@@ -284,10 +325,10 @@ struct ConvBNTrain {
                    "ConvBNTrain: a partial input gradient needs a trainable layer without groups");
     }
     if (frozen) return dx.data ? input_grad(dy) : Status::ok();
-    ConstTensor g = dy;
-    if (trains_bn()) {
-      const Tensor dzt = Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape);
-      const ConstTensor zt = ConstTensor::dense(z.data(), dy.shape);
+    const bool bn_here = trains_bn();
+    const Tensor dzt = bn_here ? Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape) : Tensor();
+    const ConstTensor zt = bn_here ? ConstTensor::dense(z.data(), dy.shape) : ConstTensor();
+    if (bn_here) {
       // The BN backward's steps (batchnorm_train_backward), the sums per batch range added
       // in range order; the sums pass also applies the activation's backward to dy.
       const int C = l.cout;
@@ -309,55 +350,68 @@ struct ConvBNTrain {
         dbeta[std::size_t(c)] = float(bn_sum[std::size_t(c)]);
         dgamma[std::size_t(c)] = float(bn_sum2[std::size_t(c)]);
       }
-      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
-        return kernels::batchnorm_backward_input<Arch>(items(zt, b0, b1), items(ConstTensor(dy), b0, b1), mean.data(),
-                                                       invstd.data(), l.gamma.data(), bn_sum.data(), bn_sum2.data(),
-                                                       index_t(n) * zt.shape.pixels(), items(dzt, b0, b1));
-      }));
-      g = dzt;
     }
-    float* db = l.bias.empty() ? nullptr : dbias.data();
-    auto weight_grad = [&](ConstTensor xs, ConstTensor gs, float* dwr, float* dbr, Workspace& w) {
-      return winograd_dw() ? kernels::winograd_weight_grad<Arch>(xs, gs, dwr, dbr, w)
-                           : kernels::conv2d_backward_weights<Arch>(p, xs, gs, dwr, dbr, w);
-    };
-    if (!threaded(n)) {
-      EDGENN_TRY(weight_grad(x, g, dweight.data(), db, ws));
-    } else {
-      // Range 0 writes dW, the others their scratch; then the partial sums in range order.
-      const std::size_t wn = dweight.size(), bn = db ? dbias.size() : 0;
-      EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace& w) {
-        float* dwr = r == 0 ? dweight.data() : par->scratch<float>(r, wn + bn);
-        float* dbr = !db ? nullptr : r == 0 ? db : dwr + wn;
-        return weight_grad(items(x, b0, b1), items(g, b0, b1), dwr, dbr, w);
-      }));
-      for (int r = 1; r < par->ranges(n); ++r) {
-        const float* part = par->scratch<float>(r, wn + bn);
-        for (std::size_t i = 0; i < wn; ++i) dweight[i] += part[i];
-        for (std::size_t i = 0; i < bn; ++i) dbias[i] += part[wn + i];
+    // The input gradient's weights, packed before the batch loop.
+    const int cin = l.cin - dx_from;
+    const bool wino_dx = dx.data && winograd_dx(cin);
+    kernels::PackedWeights ww;
+    if (dx.data) {
+      const float* w = l.weight.data();
+      if (dx_from > 0) {  // the OHWI weights of input channels [dx_from, cin)
+        const index_t rows = index_t(l.cout) * p.taps();
+        weight_slice.resize(std::size_t(rows) * std::size_t(cin));
+        for (index_t r = 0; r < rows; ++r)
+          std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);
+        w = weight_slice.data();
+      }
+      if (wino_dx) {
+        float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cout, cin));
+        ww = kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);
+      } else {
+        detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, cin, l.cout));
+        gw = kernels::pack_conv_input_grad_weights<Arch>(p, cin, l.cout, w, packed_grad.data());
       }
     }
-    if (!dx.data) return Status::ok();
-    const int cin = l.cin - dx_from;
-    const float* w = l.weight.data();
-    if (dx_from > 0) {  // the OHWI weights of input channels [dx_from, cin)
-      const index_t rows = index_t(l.cout) * p.taps();
-      weight_slice.resize(std::size_t(rows) * std::size_t(cin));
-      for (index_t r = 0; r < rows; ++r)
-        std::copy_n(w + r * l.cin + dx_from, cin, weight_slice.data() + r * cin);
-      w = weight_slice.data();
+    // Items [b0, b1) slice by slice, while a slice's dz is still in cache: the BN input
+    // gradient dz, the slice's share of dW (added into dwr, dbr) and of dx.
+    const index_t count = index_t(n) * dy.shape.pixels();
+    const int slice = bn_here ? slice_items(dy.shape) : n;  // without a BN there is no dz to keep
+    auto items_backward = [&](int b0, int b1, float* dwr, float* dbr, Workspace& w) -> Status {
+      for (int a = b0; a < b1; a += slice) {
+        const int e = std::min(b1, a + slice);
+        ConstTensor g = items(ConstTensor(dy), a, e);
+        if (bn_here) {
+          EDGENN_TRY(kernels::batchnorm_backward_input<Arch>(items(zt, a, e), g, mean.data(), invstd.data(),
+                                                             l.gamma.data(), bn_sum.data(), bn_sum2.data(), count,
+                                                             items(dzt, a, e)));
+          g = items(ConstTensor(dzt), a, e);
+        }
+        const ConstTensor xs = items(x, a, e);
+        EDGENN_TRY(winograd_dw() ? kernels::winograd_weight_grad<Arch>(xs, g, dwr, dbr, w, a > b0)
+                                 : kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, a > b0));
+        if (wino_dx) {
+          EDGENN_TRY(kernels::winograd_conv3x3<Arch>(g, ww, items(dx, a, e), w, accumulate_dx));
+        } else if (dx.data) {
+          EDGENN_TRY(kernels::conv2d_backward_input<Arch>(p, g, gw, items(dx, a, e), w, accumulate_dx));
+        }
+      }
+      return Status::ok();
+    };
+    float* db = l.bias.empty() ? nullptr : dbias.data();
+    if (!threaded(n)) return items_backward(0, n, dweight.data(), db, ws);
+    // Range 0 writes dW, the others their scratch; then the partial sums in range order.
+    const std::size_t wn = dweight.size(), bn = db ? dbias.size() : 0;
+    EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace& w) {
+      float* dwr = r == 0 ? dweight.data() : par->scratch<float>(r, wn + bn);
+      float* dbr = !db ? nullptr : r == 0 ? db : dwr + wn;
+      return items_backward(b0, b1, dwr, dbr, w);
+    }));
+    for (int r = 1; r < par->ranges(n); ++r) {
+      const float* part = par->scratch<float>(r, wn + bn);
+      for (std::size_t i = 0; i < wn; ++i) dweight[i] += part[i];
+      for (std::size_t i = 0; i < bn; ++i) dbias[i] += part[wn + i];
     }
-    if (winograd_dx(cin)) {
-      float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cout, cin));
-      const kernels::PackedWeights ww =
-          kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);
-      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& wk) {
-        return kernels::winograd_conv3x3<Arch>(items(g, b0, b1), ww, items(dx, b0, b1), wk, accumulate_dx);
-      });
-    }
-    detail::sized(packed_grad, kernels::conv_input_grad_packed_floats<Arch>(p, cin, l.cout));
-    gw = kernels::pack_conv_input_grad_weights<Arch>(p, cin, l.cout, w, packed_grad.data());
-    return input_grad(g);
+    return Status::ok();
   }
 };
 
@@ -376,6 +430,11 @@ struct BasicBlockTrain {
     c1.set_winograd(on);
     c2.set_winograd(on);
     ds.set_winograd(on);
+  }
+  void set_slice_bytes(std::size_t b) {
+    c1.set_slice_bytes(b);
+    c2.set_slice_bytes(b);
+    ds.set_slice_bytes(b);
   }
   void set_transient(TransientBuffers* t) {
     c1.set_transient(t);
@@ -521,6 +580,10 @@ struct NetworkTrain {
   void set_parallel(Parallel* p) {
     for (auto& u : units) std::visit([&](auto& t) { t.set_parallel(p); }, u);
   }
+  // Batch slices of at most this many bytes of a layer's BN input (ConvBNTrain::slice_bytes).
+  void set_slice_bytes(std::size_t b) {
+    for (auto& u : units) std::visit([&](auto& t) { t.set_slice_bytes(b); }, u);
+  }
   // Winograd F(4x4, 3x3) for the layers where it is faster (on by default; off: the direct
   // kernels everywhere, e.g. to compare the two).
   void set_winograd(bool on) {
@@ -637,6 +700,7 @@ struct ClassifierTrain {
   }
   void set_parallel(Parallel* p) { features.set_parallel(p); }
   void set_winograd(bool on) { features.set_winograd(on); }
+  void set_slice_bytes(std::size_t b) { features.set_slice_bytes(b); }
   template <class F>
   void visit_slots(F&& f) {
     features.visit_slots(f);
