@@ -1,8 +1,8 @@
 // The training step's 3x3 stride-1 convolutions, direct kernels vs Winograd F(4x4, 3x3), per
 // pass (forward, input gradient, weight gradient; weight packing included, as the training
 // layer repacks every step), median time, one thread, alternating per configuration. The
-// layer thresholds of train::ConvBNTrain (Winograd forward and input gradient from 16
-// channels, weight gradient from 64) come from this table (docs/training_kernels.md).
+// layer threshold of train::ConvBNTrain (Winograd in every pass from 16 channels) comes from
+// this table (docs/training_kernels.md).
 //
 //   bench_conv_algorithms [--min-time S]
 #include <cstdio>

@@ -74,6 +74,10 @@ MUTANTS = [
      "sums + index_t(p) * cout * cin, t0 > 0);",
      "sums + index_t(p) * cout * cin, false);",  # the weight gradient keeps only the last chunk of tiles
      ["test_winograd"]),
+    ("winograd-sums-last-panel-narrow", K + "winograd.hpp",
+     "const int pv = need <= 1 ? 1 : need <= 2 ? 2 : 4;",
+     "const int pv = need <= 2 ? need : 2;",  # a last column panel of 3 vectors summed on 2
+     ["test_winograd"]),
     ("winograd-partial-input-grad", "include/edgenn/train/layers.hpp",
      "kernels::pack_winograd_weights<Arch>(cin, l.cout, w, kernels::WinogradPass::input_grad, nullptr, dst);",
      "kernels::pack_winograd_weights<Arch>(cin, l.cout, l.weight.data(), kernels::WinogradPass::input_grad, nullptr, dst);",

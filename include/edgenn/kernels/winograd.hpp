@@ -329,27 +329,47 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
   return Status::ok();
 }
 
+namespace detail {
+
+// The rank-update sums' register tile: NV vectors of columns (the fewest that hold the
+// columns, so 16 or 32 input channels do not multiply zero vectors) by as many rows as the
+// register file holds accumulators for. The broadcast rows are read at fixed offsets from
+// one pointer, so the row count is not capped by the general registers.
+template <class Arch>
+struct WinogradSumTile {
+  static constexpr int lanes = simd::Vec<Arch>::size;
+  static constexpr bool wide = simd::Vec<Arch>::registers >= 32;
+  static constexpr int vectors(int cols) { return PanelConfig<Arch>::vectors_for(cols); }
+  static constexpr int rows(int nv) {
+    if (lanes == 1) return 4;
+    if (nv == 1) return wide ? 16 : 12;
+    if (nv == 2) return wide ? 8 : 6;
+    return 6;
+  }
+  static constexpr int max_rows = lanes == 1 ? 4 : wide ? 16 : 12;
+};
+
+}  // namespace detail
+
 // Workspace of winograd_weight_grad: the 36 point-wise sums, and one chunk of transformed
-// inputs and output gradients.
+// inputs and output gradients (and the rows the sums' last register tile reads past them).
 template <class Arch = simd::default_arch>
 constexpr std::size_t winograd_weight_grad_workspace_bytes(int cin, int cout) {
-  return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) + winograd_workspace_bytes(cin, cout);
+  return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) + winograd_workspace_bytes(cin, cout) +
+         aligned_bytes<float>(std::size_t(detail::WinogradSumTile<Arch>::max_rows));
 }
 
 namespace detail {
 
 // s[i][..nc) (+)= sum_t z[t][i] * v[t][..nc) for rows i < mr: a rank-nt update of MR rows of
 // one point's sums, both operands as the transforms wrote them (tile-major), so neither is
-// transposed or packed. z rows are ldz apart, v rows ldv, s rows lds.
+// transposed or packed. z rows are ldz apart, v rows ldv, s rows lds. Rows mr..MR-1 of z are
+// read (the next tile's values, or the zeroed tail of the buffer) and their sums dropped.
 template <class Arch, int MR, int NV>
 EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float* v, index_t ldv, int nt, float* s,
                                        index_t lds, int mr, int nc, bool accumulate) {
   using V = simd::Vec<Arch>;
   constexpr int VL = V::size;
-  // Row pointers of the broadcast operand: rows past mr repeat the last (their sums are dropped).
-  const float* zr[MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) zr[i] = z + (i < mr ? i : mr - 1);
   V acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -362,10 +382,11 @@ EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float*
       for (int j = 0; j < NV; ++j) wv[j] = V::load(v + j * VL);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
-        const V a = V::broadcast(zr[i][t * ldz]);
+        const V a = V::broadcast(z[i]);
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = fma(a, wv[j], acc[i][j]);
       }
+      z += ldz;
       v += ldv;
     }
   } else {
@@ -378,10 +399,11 @@ EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float*
       }
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
-        const V a = V::broadcast(zr[i][t * ldz]);
+        const V a = V::broadcast(z[i]);
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = fma(a, wv[j], acc[i][j]);
       }
+      z += ldz;
       v += ldv;
     }
   }
@@ -405,18 +427,35 @@ EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float*
   }
 }
 
-// sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, v: nt x cols, tile-major).
+template <class Arch, int NV>
+void winograd_sum_panel(const float* z, int rows, const float* v, int cols, int nt, float* sums, int nc,
+                        bool accumulate) {
+  constexpr int MR = WinogradSumTile<Arch>::rows(NV);
+  for (int m0 = 0; m0 < rows; m0 += MR)
+    winograd_sum_tile<Arch, MR, NV>(z + m0, rows, v, cols, nt, sums + index_t(m0) * cols, cols, std::min(MR, rows - m0),
+                                    nc, accumulate);
+}
+
+// sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, v: nt x cols, tile-major; z
+// readable WinogradSumTile::max_rows floats past its end). Column panels of the fewest
+// vectors that hold them.
 template <class Arch>
 void winograd_sum(const float* z, int rows, const float* v, int cols, int nt, float* sums, bool accumulate) {
-  using PC = PanelConfig<Arch>;
-  constexpr int NV = PC::registers >= 32 || PC::lanes == 1 ? 4 : 2;
-  constexpr int MR = PC::rows_for(NV);
-  constexpr int NR = NV * PC::lanes;
-  for (int n0 = 0; n0 < cols; n0 += NR) {
-    const int nc = std::min(NR, cols - n0);
-    for (int m0 = 0; m0 < rows; m0 += MR) {
-      winograd_sum_tile<Arch, MR, NV>(z + m0, rows, v + n0, cols, nt, sums + index_t(m0) * cols + n0, cols,
-                                      std::min(MR, rows - m0), nc, accumulate);
+  using T = WinogradSumTile<Arch>;
+  const int nv = T::vectors(cols);
+  const int nr = nv * T::lanes;
+  for (int n0 = 0; n0 < cols; n0 += nr) {
+    const int nc = std::min(nr, cols - n0);
+    const int need = int(div_up(nc, T::lanes));  // the last panel may need fewer vectors (need <= nv)
+    const int pv = need <= 1 ? 1 : need <= 2 ? 2 : 4;
+    const float* vp = v + n0;
+    float* sp = sums + n0;
+    if (pv >= 4) {
+      winograd_sum_panel<Arch, 4>(z, rows, vp, cols, nt, sp, nc, accumulate);
+    } else if (pv >= 2) {
+      winograd_sum_panel<Arch, 2>(z, rows, vp, cols, nt, sp, nc, accumulate);
+    } else {
+      winograd_sum_panel<Arch, 1>(z, rows, vp, cols, nt, sp, nc, accumulate);
     }
   }
 }
@@ -439,9 +478,14 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
   const detail::WinogradTiles tiles = detail::winograd_tiles(x.shape, cin, cout);
   float* sums = ws.take<float>(std::size_t(winograd_transform_floats(cin, cout)));  // [point][cout][cin]
   float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cin));       // [point][tile][cin]
-  float* zbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cout));      // [point][tile][cout]
+  const std::size_t zfloats = std::size_t(index_t(P) * tiles.chunk * cout) + detail::WinogradSumTile<Arch>::max_rows;
+  float* zbuf = ws.take<float>(zfloats);  // [point][tile][cout], then the tail the sums read past
   EDGENN_TRY(ws.status());
   if (ws.measuring()) return Status::ok();
+  // The sums' last register tile of rows reads past a point's rows into the next point's
+  // (real values) or, after the last, into this tail; zero keeps garbage (and slow
+  // denormals) out of the dropped sums.
+  std::fill_n(zbuf, zfloats, 0.0f);
   for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
     const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
     for (int t = 0; t < nt; ++t) {

@@ -154,18 +154,17 @@ struct ConvBNTrain {
 
   // 3x3 stride-1 layers followed by a training BN (no fused activation, residual or bias to
   // apply) run as Winograd F(4x4, 3x3) where that measured faster than the direct kernels
-  // (bench_conv_algorithms, docs/training_kernels.md): forward and input gradient from 16
-  // channels in and out (1.3-2.1x), the weight gradient from 64 (1.8-2.1x; at 32 channels it
-  // is no faster, at 16 the transforms cost more than the products save).
-  static constexpr int kWinogradMinChannels = 16, kWinogradWeightGradMinChannels = 64;
-  bool winograd_layer(int min_channels, int cin) const {
+  // (bench_conv_algorithms, docs/training_kernels.md): forward, input gradient and weight
+  // gradient from 16 channels in and out (1.3-2.2x).
+  static constexpr int kWinogradMinChannels = 16;
+  bool winograd_layer(int cin) const {
     const nn::ConvBN<Arch>& l = *layer;
     return winograd_enabled && trains_bn() && l.bias.empty() && kernels::winograd_applies(l.p) &&
-           l.cin >= min_channels && cin >= min_channels && l.cout >= min_channels;
+           l.cin >= kWinogradMinChannels && cin >= kWinogradMinChannels && l.cout >= kWinogradMinChannels;
   }
-  bool winograd_fwd() const { return winograd_layer(kWinogradMinChannels, layer->cin); }
-  bool winograd_dx(int cin) const { return winograd_layer(kWinogradMinChannels, cin); }
-  bool winograd_dw() const { return winograd_layer(kWinogradWeightGradMinChannels, layer->cin); }
+  bool winograd_fwd() const { return winograd_layer(layer->cin); }
+  bool winograd_dx(int cin) const { return winograd_layer(cin); }
+  bool winograd_dw() const { return winograd_layer(layer->cin); }
 
   std::size_t workspace_bytes(Shape in) const {
     const nn::ConvBN<Arch>& l = *layer;
