@@ -83,8 +83,12 @@ MUTANTS = [
      "kernels::pack_winograd_weights<Arch>(cin, l.cout, l.weight.data(), kernels::WinogradPass::input_grad, nullptr, dst);",
      ["test_train"]),  # the partial input gradient from the whole weights, not the trainable channels'
     ("bn-channel-group-constants", K + "batchnorm_train.hpp",
-     "const int c = g0 + i;",
-     "const int c = i;",  # every 64-channel group of the BN input gradient uses the first group's constants
+     "const int c = g0 + i;\n      const double s",
+     "const int c = i;\n      const double s",  # every 64-channel group of the BN input gradient uses the first group's constants
+     ["test_backward"]),
+    ("bn-normalize-group-constants", K + "batchnorm_train.hpp",
+     "const int c = g0 + i;\n        mu_g[i]",
+     "const int c = i;\n        mu_g[i]",  # every 64-channel group of the BN normalisation uses the first group's statistics
      ["test_backward"]),
     ("slice-weight-grad-overwritten", "include/edgenn/train/layers.hpp",
      "kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, a > b0)",

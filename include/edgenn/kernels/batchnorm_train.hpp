@@ -157,15 +157,13 @@ Status batchnorm_normalize(ConstTensor x, const float* mean, const float* invstd
   const auto run = [&](auto with_residual) {
     for (int g0 = 0; g0 < C; g0 += G) {
       const int gc = std::min(G, C - g0);
-      alignas(64) float mu_g[G], scale_g[G], shift_g[G];
-      detail::for_channel_blocks<Arch>(gc, [&](int c0, int n, auto full) {
-        constexpr bool F = decltype(full)::value;
-        const int c = g0 + c0;
-        detail::load_n<Arch, F>(mean + c, n).store(mu_g + c0);
-        (detail::load_n<Arch, F>(invstd + c, n) * (gamma ? detail::load_n<Arch, F>(gamma + c, n) : V::broadcast(1.0f)))
-            .store(scale_g + c0);
-        (beta ? detail::load_n<Arch, F>(beta + c, n) : V::zero()).store(shift_g + c0);
-      });
+      alignas(64) float mu_g[G] = {}, scale_g[G] = {}, shift_g[G] = {};
+      for (int i = 0; i < gc; ++i) {
+        const int c = g0 + i;
+        mu_g[i] = mean[c];
+        scale_g[i] = invstd[c] * (gamma ? gamma[c] : 1.0f);
+        shift_g[i] = beta ? beta[c] : 0.0f;
+      }
       for (int b = 0; b < x.n(); ++b)
         for (int i = 0; i < x.h(); ++i)
           detail::for_channel_blocks<Arch>(gc, [&](int c0, int n, auto full) {

@@ -346,7 +346,7 @@ struct WinogradSumTile {
     if (nv == 2) return wide ? 8 : 6;
     return 6;
   }
-  static constexpr int max_rows = lanes == 1 ? 4 : wide ? 16 : 12;
+  static constexpr int max_rows() { return rows(1); }
 };
 
 }  // namespace detail
@@ -356,7 +356,7 @@ struct WinogradSumTile {
 template <class Arch = simd::default_arch>
 constexpr std::size_t winograd_weight_grad_workspace_bytes(int cin, int cout) {
   return aligned_bytes<float>(std::size_t(winograd_transform_floats(cin, cout))) + winograd_workspace_bytes(cin, cout) +
-         aligned_bytes<float>(std::size_t(detail::WinogradSumTile<Arch>::max_rows));
+         aligned_bytes<float>(std::size_t(detail::WinogradSumTile<Arch>::max_rows()));
 }
 
 namespace detail {
@@ -437,7 +437,7 @@ void winograd_sum_panel(const float* z, int rows, const float* v, int cols, int 
 }
 
 // sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, v: nt x cols, tile-major; z
-// readable WinogradSumTile::max_rows floats past its end). Column panels of the fewest
+// readable WinogradSumTile::max_rows() floats past its end). Column panels of the fewest
 // vectors that hold them.
 template <class Arch>
 void winograd_sum(const float* z, int rows, const float* v, int cols, int nt, float* sums, bool accumulate) {
@@ -478,16 +478,16 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
   const detail::WinogradTiles tiles = detail::winograd_tiles(x.shape, cin, cout);
   float* sums = ws.take<float>(std::size_t(winograd_transform_floats(cin, cout)));  // [point][cout][cin]
   float* vbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cin));       // [point][tile][cin]
-  const std::size_t zfloats = std::size_t(index_t(P) * tiles.chunk * cout) + detail::WinogradSumTile<Arch>::max_rows;
-  float* zbuf = ws.take<float>(zfloats);  // [point][tile][cout], then the tail the sums read past
+  constexpr int tail = detail::WinogradSumTile<Arch>::max_rows();
+  float* zbuf = ws.take<float>(std::size_t(index_t(P) * tiles.chunk * cout + tail));  // [point][tile][cout], tail
   EDGENN_TRY(ws.status());
   if (ws.measuring()) return Status::ok();
-  // The sums' last register tile of rows reads past a point's rows into the next point's
-  // (real values) or, after the last, into this tail; zero keeps garbage (and slow
-  // denormals) out of the dropped sums.
-  std::fill_n(zbuf, zfloats, 0.0f);
   for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
     const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
+    // The sums' last register tile of rows reads past a point's rows into the next point's
+    // (real values) or, after the last point, into these floats; zero keeps garbage (and slow
+    // denormals) out of the dropped sums.
+    std::fill_n(zbuf + index_t(P) * nt * cout, tail, 0.0f);
     for (int t = 0; t < nt; ++t) {
       const auto [b, y0, x0] = tiles.origin(t0 + t);
       detail::winograd_input_channels<Arch>(x, b, y0, x0, vbuf + index_t(t) * cin, index_t(nt) * cin);

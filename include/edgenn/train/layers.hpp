@@ -156,27 +156,27 @@ struct ConvBNTrain {
   // apply) run as Winograd F(4x4, 3x3) where that measured faster than the direct kernels
   // (bench_conv_algorithms, docs/training_kernels.md): forward, input gradient and weight
   // gradient from 16 channels in and out (1.3-2.2x).
+  // winograd(): the forward and the weight gradient; winograd(cin): the input gradient over
+  // `cin` of the input channels (fewer than the layer's with dx_from).
   static constexpr int kWinogradMinChannels = 16;
-  bool winograd_layer(int cin) const {
+  bool winograd(int cin) const {
     const nn::ConvBN<Arch>& l = *layer;
     return winograd_enabled && trains_bn() && l.bias.empty() && kernels::winograd_applies(l.p) &&
-           l.cin >= kWinogradMinChannels && cin >= kWinogradMinChannels && l.cout >= kWinogradMinChannels;
+           cin >= kWinogradMinChannels && l.cout >= kWinogradMinChannels;
   }
-  bool winograd_fwd() const { return winograd_layer(layer->cin); }
-  bool winograd_dx(int cin) const { return winograd_layer(cin); }
-  bool winograd_dw() const { return winograd_layer(layer->cin); }
+  bool winograd() const { return winograd(layer->cin); }
 
   std::size_t workspace_bytes(Shape in) const {
     const nn::ConvBN<Arch>& l = *layer;
     const kernels::Conv2dParams p = conv_params();
     std::size_t b = kernels::conv2d_workspace_bytes(p, in);
     b = std::max(b, kernels::conv2d_backward_input_workspace_bytes(p, l.cout));
-    if (winograd_fwd()) {
+    if (!frozen) b = std::max(b, kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, l.cin, l.cout));
+    if (winograd()) {
       b = std::max(b, kernels::winograd_workspace_bytes(l.cin, l.cout));
       b = std::max(b, kernels::winograd_workspace_bytes(l.cout, l.cin));
+      b = std::max(b, kernels::winograd_weight_grad_workspace_bytes<Arch>(l.cin, l.cout));
     }
-    if (!frozen) b = std::max(b, kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, l.cin, l.cout));
-    if (winograd_dw()) b = std::max(b, kernels::winograd_weight_grad_workspace_bytes<Arch>(l.cin, l.cout));
     if (trains_bn()) b = std::max(b, kernels::batchnorm_train_workspace_bytes(l.cout));
     return b;
   }
@@ -186,7 +186,7 @@ struct ConvBNTrain {
   TransientSizes transient_sizes(Shape in) const {
     const nn::ConvBN<Arch>& l = *layer;
     index_t wino = 0;
-    if (winograd_fwd())
+    if (winograd())
       wino = std::max(kernels::winograd_packed_floats<Arch>(l.cin, l.cout) +
                           kernels::winograd_pack_scratch_floats(l.cin, l.cout),
                       kernels::winograd_packed_floats<Arch>(l.cout, l.cin));
@@ -207,7 +207,7 @@ struct ConvBNTrain {
     const kernels::Conv2dParams p = conv_params();
     const bool bn_here = trains_bn();
     const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
-    if (winograd_fwd()) {
+    if (winograd()) {
       float* scratch = detail::sized(tmp().winograd_scratch, kernels::winograd_pack_scratch_floats(l.cin, l.cout));
       float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cin, l.cout));
       const kernels::PackedWeights ww = kernels::pack_winograd_weights<Arch>(
@@ -352,7 +352,7 @@ struct ConvBNTrain {
     }
     // The input gradient's weights, packed before the batch loop.
     const int cin = l.cin - dx_from;
-    const bool wino_dx = dx.data && winograd_dx(cin);
+    const bool wino_dx = dx.data && winograd(cin);
     kernels::PackedWeights ww;
     if (dx.data) {
       const float* w = l.weight.data();
@@ -386,8 +386,8 @@ struct ConvBNTrain {
           g = items(ConstTensor(dzt), a, e);
         }
         const ConstTensor xs = items(x, a, e);
-        EDGENN_TRY(winograd_dw() ? kernels::winograd_weight_grad<Arch>(xs, g, dwr, dbr, w, a > b0)
-                                 : kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, a > b0));
+        EDGENN_TRY(winograd() ? kernels::winograd_weight_grad<Arch>(xs, g, dwr, dbr, w, a > b0)
+                              : kernels::conv2d_backward_weights<Arch>(p, xs, g, dwr, dbr, w, a > b0));
         if (wino_dx) {
           EDGENN_TRY(kernels::winograd_conv3x3<Arch>(g, ww, items(dx, a, e), w, accumulate_dx));
         } else if (dx.data) {
