@@ -468,6 +468,23 @@ void same_random_weights(nn::Network<Arch>& a, nn::Network<Arch>& b, std::mt1993
   });
 }
 
+// Two copies of the network make() builds, with the same random convolution weights, each
+// bound to a trainer (a trains na, b trains nb). Built in place: the trainers point into the
+// networks.
+template <class Arch>
+struct TwinNetworks {
+  nn::Network<Arch> na, nb;
+  train::NetworkTrain<Arch> a, b;
+  template <class Make>
+  TwinNetworks(Make&& make, std::mt19937& gen, std::normal_distribution<float>& nd) : na(make()), nb(make()) {
+    same_random_weights(na, nb, gen, nd);
+    REQUIRE(a.bind(na, false).is_ok());
+    REQUIRE(b.bind(nb, false).is_ok());
+  }
+  TwinNetworks(const TwinNetworks&) = delete;
+  TwinNetworks& operator=(const TwinNetworks&) = delete;
+};
+
 // sqrt(sum (a - b)^2 / sum b^2).
 double rel_l2(const float* a, const float* b, std::size_t n) {
   double d = 0, r = 0;
@@ -563,14 +580,12 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     CAPTURE(c.name);
     std::mt19937 gen(11);
     std::normal_distribution<float> nd(0.0f, 0.5f);
-    nn::Network<Arch> na = c.make(), nb = c.make();
-    same_random_weights(na, nb, gen, nd);
+    TwinNetworks<Arch> twins(c.make, gen, nd);
+    train::NetworkTrain<Arch>& full = twins.a;
+    train::NetworkTrain<Arch>& part = twins.b;
     const Shape in{3, 6, 6, c.cin};
     std::vector<float> x(std::size_t(in.size()));
     for (auto& v : x) v = nd(gen);
-    train::NetworkTrain<Arch> full, part;
-    REQUIRE(full.bind(na, false).is_ok());
-    REQUIRE(part.bind(nb, false).is_ok());
     part.set_input_grad_from(c.from);
     Ws ws(std::max(full.workspace_bytes(in), part.workspace_bytes(in)));
     const ConstTensor xv = ConstTensor::dense(x.data(), in);
@@ -622,11 +637,9 @@ TEST_CASE_TEMPLATE("Winograd layers give the direct kernels' forward and gradien
       };
       std::mt19937 gen(5);
       std::normal_distribution<float> nd(0.0f, 0.3f);
-      nn::Network<Arch> na = make(), nb = make();
-      same_random_weights(na, nb, gen, nd);
-      train::NetworkTrain<Arch> wino, direct;
-      REQUIRE(wino.bind(na, false).is_ok());
-      REQUIRE(direct.bind(nb, false).is_ok());
+      TwinNetworks<Arch> twins(make, gen, nd);
+      train::NetworkTrain<Arch>& wino = twins.a;
+      train::NetworkTrain<Arch>& direct = twins.b;
       direct.set_winograd(false);
       // The fast path is really taken: the 3x3 layers' forward and gradients where both sides
       // have at least 16 channels (block b on 8 output channels: the direct kernels).
@@ -666,11 +679,9 @@ TEST_CASE_TEMPLATE("batch slices give the whole batch's forward and gradients", 
     };
     std::mt19937 gen(9);
     std::normal_distribution<float> nd(0.0f, 0.3f);
-    nn::Network<Arch> na = make(), nb = make();
-    same_random_weights(na, nb, gen, nd);
-    train::NetworkTrain<Arch> sliced, whole;
-    REQUIRE(sliced.bind(na, false).is_ok());
-    REQUIRE(whole.bind(nb, false).is_ok());
+    TwinNetworks<Arch> twins(make, gen, nd);
+    train::NetworkTrain<Arch>& sliced = twins.a;
+    train::NetworkTrain<Arch>& whole = twins.b;
     sliced.set_slice_bytes(1);  // one item per slice
     const auto& c = std::get<train::BasicBlockTrain<Arch>>(sliced.units[2]);
     CHECK(c.c2.winograd());
