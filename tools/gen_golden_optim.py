@@ -192,7 +192,9 @@ def main():
         if args.check:
             old, _ = safetensors_io.read(path)
             for k, v in tensors.items():
-                tol = 0 if not k.startswith("p_") else 1e-6
+                # Parameters: float steps; the schedule's learning rates: numpy's cos, whose SIMD
+                # code differs by an ulp between CPUs; the random inputs: exact.
+                tol = 1e-6 if k.startswith("p_") else 1e-15 if k == "lr" else 0
                 if old[k].shape != v.shape or np.max(np.abs(old[k] - v) / np.maximum(1, np.abs(v))) > tol:
                     print(f"{name}: {k} differs")
                     bad += 1
