@@ -1,6 +1,8 @@
 // Backward kernels against the double-precision references on random shapes, for every
 // backend; and the references themselves against central finite differences of the double
 // forward references (on the scalar loss L = sum r * y with a random r, dL/dy = r).
+#include <cstring>
+
 #include "edgenn/kernels/reference/backward.hpp"
 #include "support/test_support.hpp"
 
@@ -637,6 +639,57 @@ TEST_CASE_TEMPLATE("batch norm training forward and backward match the double re
     }
     check_close(dg, dg_d, sc_g, 2e-6, 1e-6, "bn dgamma");
     check_close(dbt, db_d, sc, 1e-6, 1e-6, "bn dbeta");
+  }
+}
+
+// A BN layer without a residual recomputes its activation's mask from the BN input in the
+// backward sums instead of reading the output y: the sums and the masked dy must be those
+// taken with the y batchnorm_normalize wrote, to the bit, also for values exactly on the
+// kink (x = mean with beta = 0 gives v = 0: y = 0, no gradient).
+TEST_CASE_TEMPLATE("batch norm backward sums with the mask from the input equal those from the output",
+                   Arch, EDGENN_TEST_ARCHS) {
+  test::Rng r(0xB5);
+  for (int it = 0; it < test::scaled(40); ++it) {
+    const int channels = r.coin(0.2) ? r.uniform_int(60, 150) : r.uniform_int(1, 37);
+    const Shape s{r.uniform_int(1, 4), r.uniform_int(1, 7), r.uniform_int(1, 7), channels};
+    const bool strided = r.coin(0.3);
+    const auto act = static_cast<Activation>(r.uniform_int(0, 2));
+    const bool no_gamma = r.coin(0.2);
+    INFO("bn ", s.n, "x", s.h, "x", s.w, "x", s.c, " act ", int(act), " strided ", strided, " no gamma ", no_gamma);
+    auto x = test::Buffer::make(s, &r, strided, &r);
+    auto gamma = r.vec(std::size_t(s.c), -2.0f, 2.0f), beta = r.vec(std::size_t(s.c), -1.0f, 7.0f);
+    auto mean = r.vec(std::size_t(s.c)), invstd = r.vec(std::size_t(s.c), 0.5f, 2.0f);
+    for (int c = 0; c < s.c; c += 3) beta[std::size_t(c)] = 0.0f;
+    for (int b = 0; b < s.n; ++b)  // some values on the kink
+      for (int i = 0; i < s.h; i += 2)
+        for (int c = 0; c < s.c; c += 3) x.view.at(b, i, 0, c) = mean[std::size_t(c)];
+    const float* g = no_gamma ? nullptr : gamma.data();
+    auto y = test::Buffer::make(s, &r, strided, &r);
+    REQUIRE(kernels::batchnorm_normalize<Arch>(x.view, mean.data(), invstd.data(), g, beta.data(), y.view, act).is_ok());
+    auto dy_a = test::Buffer::make(s, &r, strided, &r);
+    auto dy_b = test::Buffer::make(s, &r, strided, &r);
+    for (int b = 0; b < s.n; ++b)
+      for (int i = 0; i < s.h; ++i)
+        for (int j = 0; j < s.w; ++j)
+          for (int c = 0; c < s.c; ++c) dy_b.view.at(b, i, j, c) = dy_a.view.at(b, i, j, c);
+    const std::vector<float> dy_before = test::to_dense(dy_a.view);
+    std::vector<double> sa(std::size_t(s.c)), qa(std::size_t(s.c)), sb(std::size_t(s.c)), qb(std::size_t(s.c));
+    REQUIRE(kernels::batchnorm_backward_sums<Arch>(x.view, y.view, act, dy_a.view, mean.data(), invstd.data(),
+                                                   sa.data(), qa.data())
+                .is_ok());
+    REQUIRE(kernels::batchnorm_backward_sums_from_input<Arch>(x.view, g, beta.data(), act, dy_b.view, mean.data(),
+                                                              invstd.data(), sb.data(), qb.data())
+                .is_ok());
+    const std::vector<float> ga = test::to_dense(dy_a.view), gb = test::to_dense(dy_b.view);
+    CHECK(std::memcmp(ga.data(), gb.data(), ga.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(sa.data(), sb.data(), sa.size() * sizeof(double)) == 0);
+    CHECK(std::memcmp(qa.data(), qb.data(), qa.size() * sizeof(double)) == 0);
+    if (act != Activation::none) {
+      // The mask did something: some gradients zeroed, among them those on the kink.
+      std::size_t zeroed = 0;
+      for (std::size_t k = 0; k < ga.size(); ++k) zeroed += ga[k] == 0.0f && dy_before[k] != 0.0f;
+      CHECK(zeroed > 0);
+    }
   }
 }
 

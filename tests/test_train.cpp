@@ -700,6 +700,74 @@ TEST_CASE_TEMPLATE("batch slices give the whole batch's forward and gradients", 
   }
 }
 
+// A block's first layer takes its BN backward sums on each slice of the second layer's input
+// gradient, right after that slice is written (ConvBNTrain::backward's producer), instead of in
+// a pass of its own: the same sums in the same order, so every gradient must be the one of the
+// separate pass to the bit. Winograd and direct layers, slices of one item and of the whole
+// batch, serial and threaded.
+TEST_CASE_TEMPLATE("a block's first BN sums taken on the second layer's dx slices equal a pass of their own",
+                   Arch, EDGENN_TEST_ARCHS) {
+  for (int cin : {16, 8}) {
+    for (int threads : {1, 2}) {
+      for (std::size_t slice_bytes : {std::size_t(1), train::ConvBNTrain<Arch>::kSliceBytes}) {
+        CAPTURE(cin);
+        CAPTURE(threads);
+        CAPTURE(slice_bytes);
+        auto make = [&] {
+          nn::Network<Arch> n;
+          n.add(nn::BasicBlock<Arch>::make("a", cin, cin == 16 ? 32 : 12, 1));  // a projection shortcut
+          return n;
+        };
+        std::mt19937 gen(13);
+        std::normal_distribution<float> nd(0.0f, 0.4f);
+        TwinNetworks<Arch> twins(make, gen, nd);
+        train::NetworkTrain<Arch>* t[2] = {&twins.a, &twins.b};
+        auto& separate = std::get<train::BasicBlockTrain<Arch>>(twins.b.units[0]);
+        CHECK(separate.c2.winograd() == (cin == 16));
+        const Shape in{5, 9, 9, cin};
+        std::vector<float> x(std::size_t(in.size()));
+        for (auto& v : x) v = nd(gen);
+        const ConstTensor xv = ConstTensor::dense(x.data(), in);
+        std::unique_ptr<train::Parallel> par;
+        const std::size_t bytes = twins.a.workspace_bytes(in);
+        if (threads > 1) {
+          par = std::make_unique<train::Parallel>(threads);
+          par->reserve_workspace(bytes);
+        }
+        Ws ws(bytes);
+        for (auto* n : t) {
+          n->set_parallel(par.get());
+          n->set_slice_bytes(slice_bytes);
+          REQUIRE(n->forward(xv, ws.ws).is_ok());
+        }
+        const Shape os = twins.a.output().shape;
+        std::vector<float> dy(std::size_t(os.size()));
+        for (auto& v : dy) v = nd(gen);
+        std::vector<float> d0 = dy, d1 = dy, dx0(x.size()), dx1(x.size());
+        REQUIRE(twins.a.backward(xv, Tensor::dense(d0.data(), os), Tensor::dense(dx0.data(), in), false, ws.ws).is_ok());
+        // BasicBlockTrain::backward's steps with the first layer's sums in their own pass.
+        const Shape ms = separate.block->conv1.output_shape(in);
+        const ConstTensor mid = ConstTensor::dense(separate.mid.data(), ms);
+        std::vector<float> dm(std::size_t(ms.size()));
+        const Tensor dmv = Tensor::dense(dm.data(), ms), dd1 = Tensor::dense(d1.data(), os);
+        const Tensor dxv = Tensor::dense(dx1.data(), in);
+        REQUIRE(separate.c2.backward(mid, twins.b.output(), dd1, dmv, false, ws.ws).is_ok());
+        REQUIRE(separate.c1.backward(xv, mid, dmv, dxv, false, ws.ws).is_ok());
+        REQUIRE(separate.ds.backward(xv, ConstTensor(), dd1, dxv, true, ws.ws).is_ok());
+        for (auto* n : t) n->set_parallel(nullptr);  // par ends here
+        CHECK(std::memcmp(dx0.data(), dx1.data(), dx0.size() * sizeof(float)) == 0);
+        const auto sa = slots_of(twins.a), sb = slots_of(twins.b);
+        CHECK(sa.size() == 9);  // conv1, conv2, shortcut: weights, BN gamma and beta
+        CHECK(same_bits(sa, sb));
+        for (const auto& q : sa) {
+          CAPTURE(q.name);
+          CHECK(std::any_of(q.grad, q.grad + q.size, [](float g) { return g != 0.0f; }));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("thread pool: every task runs exactly once, over many back-to-back hand-offs") {
   for (const int threads : {2, 3, 5}) {
     CAPTURE(threads);

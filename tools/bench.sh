@@ -24,7 +24,8 @@
 #   EDGENN_BENCH_BUILD        build directory (default build/bench)
 #   EDGENN_BENCH_MIN_TIME_MODELS  seconds per model measurement (default 1)
 #   EDGENN_BENCH_LOAD_SECONDS     seconds per load configuration (default 3)
-#   EDGENN_BENCH_MIN_TIME_TRAIN   seconds per training-step measurement (default 2)
+#   EDGENN_BENCH_MIN_TIME_TRAIN   seconds per training-step measurement (default 1)
+#   EDGENN_BENCH_ROUNDS_TRAIN     measurements per training row, the fastest reported (default 3)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -135,7 +136,7 @@ section_train() {
   build_targets bench_train
   log "run bench_train beside PyTorch (speed rows alternate; memory rows in fresh processes; ~10 minutes)"
   OMP_NUM_THREADS=2 /usr/bin/python3 "$ROOT/tools/bench_train.py" --engine "$BUILD/bench/bench_train" \
-    --min-time "${EDGENN_BENCH_MIN_TIME_TRAIN:-2.0}"
+    --min-time "${EDGENN_BENCH_MIN_TIME_TRAIN:-1.0}" --rounds "${EDGENN_BENCH_ROUNDS_TRAIN:-3}"
 }
 
 # --- main -------------------------------------------------------------------------------------

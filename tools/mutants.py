@@ -98,6 +98,18 @@ MUTANTS = [
      "shift, sums, sums + C, a > b0)",
      "shift, sums, sums + C, false)",
      ["test_train"]),  # the BN statistics of the last batch slice only
+    ("bn-mask-from-input-no-invstd", K + "batchnorm_train.hpp",
+     "if (gamma) scale = scale * load_n<Arch, F>(gamma + c0, n);",
+     "if (gamma) scale = load_n<Arch, F>(gamma + c0, n);",  # the mask recomputed with gamma but not invstd
+     ["test_backward", "test_train"]),
+    ("producer-sums-wrong-items", "include/edgenn/train/layers.hpp",
+     "EDGENN_TRY(producer->add_backward_sums(r, a, xs, items(dx, a, e)));",
+     "EDGENN_TRY(producer->add_backward_sums(r, b0, xs, items(dx, a, e)));",
+     ["test_train"]),  # the block's first BN sums pair each slice's dx with the range's first items' z
+    ("producer-sums-skip-first-slice", "include/edgenn/train/layers.hpp",
+     "if (feed_producer) EDGENN_TRY(",
+     "if (feed_producer && a > b0) EDGENN_TRY(",
+     ["test_train"]),  # the block's first BN sums miss each range's first slice
     ("cross-entropy-label-smoothing", K + "loss.hpp",
      "on = 1.0 - eps + off;",
      "on = 1.0 - eps;",  # target class misses its share of the smoothing mass

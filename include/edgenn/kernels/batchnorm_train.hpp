@@ -189,11 +189,12 @@ Status batchnorm_normalize(ConstTensor x, const float* mean, const float* invstd
 namespace detail {
 
 // The sums of batchnorm_backward_sums over g = dy * act'(y); with an activation, g is written
-// back to dy.
-template <class Arch, Activation Act>
+// back to dy. The activation's mask comes from y, or with MaskFromX from the BN's own output
+// recomputed from x (scale = invstd * gamma and shift = beta, as batchnorm_normalize has it).
+template <class Arch, Activation Act, bool MaskFromX>
 void batchnorm_backward_sums_impl(ConstTensor x, ConstTensor y, const float* dy_in, float* dy_out, index_t dsn,
-                                  index_t dsh, index_t dsw, const float* mean, const float* invstd, double* sum_dy,
-                                  double* sum_dy_xhat) {
+                                  index_t dsh, index_t dsw, const float* mean, const float* invstd,
+                                  const float* gamma, const float* beta, double* sum_dy, double* sum_dy_xhat) {
   using V = simd::Vec<Arch>;
   const int C = x.c();
   const V zero = V::zero(), six = V::broadcast(6.0f);
@@ -202,23 +203,59 @@ void batchnorm_backward_sums_impl(ConstTensor x, ConstTensor y, const float* dy_
       for_channel_blocks<Arch>(C, [&](int c0, int n, auto full) {
         constexpr bool F = decltype(full)::value;
         const V mu = load_n<Arch, F>(mean + c0, n);
+        V scale = V::zero(), shift = V::zero();
+        if constexpr (MaskFromX) {
+          scale = load_n<Arch, F>(invstd + c0, n);
+          if (gamma) scale = scale * load_n<Arch, F>(gamma + c0, n);
+          if (beta) shift = load_n<Arch, F>(beta + c0, n);
+        }
         V s = V::zero(), sx = V::zero();
         for (int j = 0; j < x.w(); ++j) {
           const index_t o = b * dsn + i * dsh + j * dsw + c0;
           V g = load_n<Arch, F>(dy_in + o, n);
+          const V xm = load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu;
           if constexpr (Act != Activation::none) {
-            const V yv = load_n<Arch, F>(y.pixel(b, i, j) + c0, n);
+            // The BN output before the clamp decides the mask as the clamped y does: y > 0 iff
+            // v > 0, y < 6 iff v < 6.
+            V yv;
+            if constexpr (MaskFromX) {
+              yv = fma(xm, scale, shift);
+            } else {
+              yv = load_n<Arch, F>(y.pixel(b, i, j) + c0, n);
+            }
             g = select_gt(yv, zero, g);
             if constexpr (Act == Activation::relu6) g = select_lt(yv, six, g);
             store_n<Arch, F>(g, dy_out + o, n);
           }
           s = s + g;
-          sx = fma(g, load_n<Arch, F>(x.pixel(b, i, j) + c0, n) - mu, sx);
+          sx = fma(g, xm, sx);
         }
         add_lanes<Arch>(s, n, sum_dy + c0);
         // invstd is applied to the row sum (one multiply per row instead of per value).
         add_lanes<Arch>(sx * load_n<Arch, F>(invstd + c0, n), n, sum_dy_xhat + c0);
       });
+}
+
+template <class Arch, bool MaskFromX>
+Status batchnorm_backward_sums_act(ConstTensor x, ConstTensor y, const float* gamma, const float* beta,
+                                   Activation act, Tensor dy, const float* mean, const float* invstd, double* sum_dy,
+                                   double* sum_dy_xhat, bool accumulate) {
+  EDGENN_CHECK(x.shape == dy.shape && x.shape.valid() && (MaskFromX || act == Activation::none || y.shape == dy.shape),
+               Error::shape_mismatch, "batchnorm_backward_sums: shapes differ");
+  EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat, Error::invalid_argument, "batchnorm_backward_sums: null buffers");
+  EDGENN_CHECK(act == Activation::none || act == Activation::relu || act == Activation::relu6, Error::unsupported,
+               "batchnorm_backward_sums: only relu and relu6 are fused");
+  if (!accumulate)
+    for (int c = 0; c < x.c(); ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
+  const auto run = [&](auto a) {
+    batchnorm_backward_sums_impl<Arch, decltype(a)::value, MaskFromX>(x, y, dy.data, dy.data, dy.stride_n,
+                                                                      dy.stride_h, dy.stride_w, mean, invstd, gamma,
+                                                                      beta, sum_dy, sum_dy_xhat);
+  };
+  if (act == Activation::relu) run(std::integral_constant<Activation, Activation::relu>{});
+  else if (act == Activation::relu6) run(std::integral_constant<Activation, Activation::relu6>{});
+  else run(std::integral_constant<Activation, Activation::none>{});
+  return Status::ok();
 }
 
 }  // namespace detail
@@ -232,9 +269,9 @@ Status batchnorm_backward_sums(ConstTensor x, ConstTensor dy, const float* mean,
   EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat, Error::invalid_argument, "batchnorm_backward_sums: null buffers");
   if (!accumulate)
     for (int c = 0; c < x.c(); ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
-  detail::batchnorm_backward_sums_impl<Arch, Activation::none>(x, ConstTensor(), dy.data, nullptr, dy.stride_n,
-                                                               dy.stride_h, dy.stride_w, mean, invstd, sum_dy,
-                                                               sum_dy_xhat);
+  detail::batchnorm_backward_sums_impl<Arch, Activation::none, false>(x, ConstTensor(), dy.data, nullptr, dy.stride_n,
+                                                                      dy.stride_h, dy.stride_w, mean, invstd, nullptr,
+                                                                      nullptr, sum_dy, sum_dy_xhat);
   return Status::ok();
 }
 
@@ -245,21 +282,19 @@ Status batchnorm_backward_sums(ConstTensor x, ConstTensor dy, const float* mean,
 template <class Arch = simd::default_arch>
 Status batchnorm_backward_sums(ConstTensor x, ConstTensor y, Activation act, Tensor dy, const float* mean,
                                const float* invstd, double* sum_dy, double* sum_dy_xhat, bool accumulate = false) {
-  EDGENN_CHECK(x.shape == dy.shape && x.shape.valid() && (act == Activation::none || y.shape == dy.shape),
-               Error::shape_mismatch, "batchnorm_backward_sums: shapes differ");
-  EDGENN_CHECK(mean && invstd && sum_dy && sum_dy_xhat, Error::invalid_argument, "batchnorm_backward_sums: null buffers");
-  EDGENN_CHECK(act == Activation::none || act == Activation::relu || act == Activation::relu6, Error::unsupported,
-               "batchnorm_backward_sums: only relu and relu6 are fused");
-  if (!accumulate)
-    for (int c = 0; c < x.c(); ++c) sum_dy[c] = sum_dy_xhat[c] = 0.0;
-  const auto run = [&](auto a) {
-    detail::batchnorm_backward_sums_impl<Arch, decltype(a)::value>(x, y, dy.data, dy.data, dy.stride_n, dy.stride_h,
-                                                                   dy.stride_w, mean, invstd, sum_dy, sum_dy_xhat);
-  };
-  if (act == Activation::relu) run(std::integral_constant<Activation, Activation::relu>{});
-  else if (act == Activation::relu6) run(std::integral_constant<Activation, Activation::relu6>{});
-  else run(std::integral_constant<Activation, Activation::none>{});
-  return Status::ok();
+  return detail::batchnorm_backward_sums_act<Arch, false>(x, y, nullptr, nullptr, act, dy, mean, invstd, sum_dy,
+                                                          sum_dy_xhat, accumulate);
+}
+
+// The same for a BN whose output had no residual added, y = act((x - mean) * invstd * gamma +
+// beta): the activation's mask is recomputed from x bit for bit as batchnorm_normalize computed
+// y, so y is not read (one map fewer through the memory).
+template <class Arch = simd::default_arch>
+Status batchnorm_backward_sums_from_input(ConstTensor x, const float* gamma, const float* beta, Activation act,
+                                          Tensor dy, const float* mean, const float* invstd, double* sum_dy,
+                                          double* sum_dy_xhat, bool accumulate = false) {
+  return detail::batchnorm_backward_sums_act<Arch, true>(x, ConstTensor(), gamma, beta, act, dy, mean, invstd, sum_dy,
+                                                         sum_dy_xhat, accumulate);
 }
 
 // dx = gamma * invstd * (dy - sum_dy / count - xhat * sum_dy_xhat / count); written, or added

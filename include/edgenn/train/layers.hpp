@@ -80,6 +80,12 @@ struct ConvBNTrain {
   std::vector<double> range_sums;
   std::vector<int> range_items;
   std::vector<double> bn_sum, bn_sum2;
+  bool had_residual = false;  // the last training forward added a residual before the activation
+  // The backward's BN sums per batch range, [R][sum dy C | sum dy xhat C]; with
+  // sums_from_consumer the layer after this one has already added them slice by slice
+  // (add_backward_sums) while writing this layer's output gradient.
+  std::vector<double> grad_range_sums;
+  bool sums_from_consumer = false;
   // The batch is processed in slices of items whose BN input z (and dz) take at most
   // slice_bytes, so a slice is still in cache for the next step on it: the channel sums after
   // the convolution, dW and dx after dz (bench_train: at batch 128 ResNet-20's BN passes took
@@ -206,6 +212,7 @@ struct ConvBNTrain {
     }
     const kernels::Conv2dParams p = conv_params();
     const bool bn_here = trains_bn();
+    had_residual = residual != nullptr;
     const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
     if (winograd()) {
       float* scratch = detail::sized(tmp().winograd_scratch, kernels::winograd_pack_scratch_floats(l.cin, l.cout));
@@ -285,12 +292,33 @@ struct ConvBNTrain {
     });
   }
 
-  // bn_sum, bn_sum2 = the ranges' partial sums (scratch [sum C | sum2 C]), added in range order.
-  void reduce_ranges(int n, int C) {
+  int sum_ranges(int n) const { return threaded(n) ? par->ranges(n) : 1; }
+  // Zeroes the backward's per-range BN sums of a batch of n.
+  void clear_backward_sums(int n) {
+    grad_range_sums.assign(2 * std::size_t(sum_ranges(n)) * std::size_t(layer->cout), 0.0);
+  }
+  // Adds the BN backward sums over items [a, a + dy.n()) of the batch (dy, y: those items'
+  // views; y is read only for a mask after a residual add) into batch range r's, after the
+  // activation's backward applied to dy in place. Items are added in order, so slices give
+  // the sums of one pass over the range.
+  Status add_backward_sums(int r, int a, ConstTensor y, Tensor dy) {
+    const nn::ConvBN<Arch>& l = *layer;
+    const int C = l.cout;
+    double* s = grad_range_sums.data() + 2 * std::size_t(r) * std::size_t(C);
+    const ConstTensor zs = ConstTensor::dense(z.data() + index_t(a) * dy.shape.pixels() * dy.c(), dy.shape);
+    const Activation act = l.p.activation;
+    if (act == Activation::none || !had_residual)
+      return kernels::batchnorm_backward_sums_from_input<Arch>(zs, l.gamma.data(), l.beta.data(), act, dy,
+                                                               mean.data(), invstd.data(), s, s + C, true);
+    return kernels::batchnorm_backward_sums<Arch>(zs, y, act, dy, mean.data(), invstd.data(), s, s + C, true);
+  }
+  // bn_sum, bn_sum2 = the ranges' sums, added in range order.
+  void reduce_backward_sums(int n) {
+    const int C = layer->cout;
     bn_sum.assign(std::size_t(C), 0.0);
     bn_sum2.assign(std::size_t(C), 0.0);
-    for (int r = 0; r < par->ranges(n); ++r) {
-      const double* s = par->scratch<double>(r, 2 * std::size_t(C));
+    for (int r = 0; r < sum_ranges(n); ++r) {
+      const double* s = grad_range_sums.data() + 2 * std::size_t(r) * std::size_t(C);
       for (int c = 0; c < C; ++c) {
         bn_sum[std::size_t(c)] += s[c];
         bn_sum2[std::size_t(c)] += s[C + c];
@@ -301,7 +329,11 @@ struct ConvBNTrain {
   // From dy (overwritten in place with the gradient at the activation's input, which is also
   // the residual's gradient): parameter gradients (written) and, if dx.data, dx (written or
   // added with accumulate_dx).
-  Status backward(ConstTensor x, ConstTensor y, Tensor dy, Tensor dx, bool accumulate_dx, Workspace& ws) {
+  // producer: the training layer whose output is x (a block's first convolution); its BN
+  // backward sums are taken on each slice of dx right after this layer writes it, while the
+  // slice is in cache, instead of in a pass of its own (dx must be all of its output gradient).
+  Status backward(ConstTensor x, ConstTensor y, Tensor dy, Tensor dx, bool accumulate_dx, Workspace& ws,
+                  ConvBNTrain* producer = nullptr) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = dy.n();
     // With BN in training mode the activation's backward is fused into the BN sums pass.
@@ -329,23 +361,21 @@ struct ConvBNTrain {
     const ConstTensor zt = bn_here ? ConstTensor::dense(z.data(), dy.shape) : ConstTensor();
     if (bn_here) {
       // The BN backward's steps (batchnorm_train_backward), the sums per batch range added
-      // in range order; the sums pass also applies the activation's backward to dy.
-      const int C = l.cout;
-      const Activation act = l.p.activation;
-      if (!threaded(n)) {
-        bn_sum.resize(std::size_t(C));
-        bn_sum2.resize(std::size_t(C));
-        EDGENN_TRY(kernels::batchnorm_backward_sums<Arch>(zt, y, act, dy, mean.data(), invstd.data(), bn_sum.data(),
-                                                          bn_sum2.data()));
-      } else {
-        EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
-          double* s = par->scratch<double>(r, 2 * std::size_t(C));
-          return kernels::batchnorm_backward_sums<Arch>(items(zt, b0, b1), act == Activation::none ? ConstTensor() : items(y, b0, b1), act,
-                                                        items(dy, b0, b1), mean.data(), invstd.data(), s, s + C);
-        }));
-        reduce_ranges(n, C);
+      // in range order; the sums pass also applies the activation's backward to dy. Without
+      // a residual the activation's mask is recomputed from z (y is not read).
+      if (!sums_from_consumer) {
+        clear_backward_sums(n);
+        if (!threaded(n)) {
+          EDGENN_TRY(add_backward_sums(0, 0, y, dy));
+        } else {
+          EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace&) {
+            return add_backward_sums(r, b0, y.data ? items(y, b0, b1) : ConstTensor(), items(dy, b0, b1));
+          }));
+        }
       }
-      for (int c = 0; c < C; ++c) {
+      sums_from_consumer = false;
+      reduce_backward_sums(n);
+      for (int c = 0; c < l.cout; ++c) {
         dbeta[std::size_t(c)] = float(bn_sum[std::size_t(c)]);
         dgamma[std::size_t(c)] = float(bn_sum2[std::size_t(c)]);
       }
@@ -371,11 +401,20 @@ struct ConvBNTrain {
         gw = kernels::pack_conv_input_grad_weights<Arch>(p, cin, l.cout, w, packed_grad.data());
       }
     }
-    // Items [b0, b1) slice by slice, while a slice's dz is still in cache: the BN input
-    // gradient dz, the slice's share of dW (added into dwr, dbr) and of dx.
+    // The producer's sums come from the slices of dx below.
+    const bool feed_producer = producer && producer->trains_bn() && dx.data && !accumulate_dx;
+    if (feed_producer) {
+      EDGENN_CHECK(producer->par == par && dx.shape == x.shape, Error::invalid_argument,
+                   "ConvBNTrain: the producer's sums need its whole output gradient, split like this layer's");
+      producer->clear_backward_sums(n);
+      producer->sums_from_consumer = true;
+    }
+    // Items [b0, b1) of batch range r slice by slice, while a slice's dz is still in cache: the
+    // BN input gradient dz, the slice's share of dW (added into dwr, dbr), of dx and of the
+    // producer's BN sums.
     const index_t count = index_t(n) * dy.shape.pixels();
     const int slice = bn_here ? slice_items(dy.shape) : n;  // without a BN there is no dz to keep
-    auto items_backward = [&](int b0, int b1, float* dwr, float* dbr, Workspace& w) -> Status {
+    auto items_backward = [&](int r, int b0, int b1, float* dwr, float* dbr, Workspace& w) -> Status {
       for (int a = b0; a < b1; a += slice) {
         const int e = std::min(b1, a + slice);
         ConstTensor g = items(ConstTensor(dy), a, e);
@@ -393,17 +432,18 @@ struct ConvBNTrain {
         } else if (dx.data) {
           EDGENN_TRY(kernels::conv2d_backward_input<Arch>(p, g, gw, items(dx, a, e), w, accumulate_dx));
         }
+        if (feed_producer) EDGENN_TRY(producer->add_backward_sums(r, a, xs, items(dx, a, e)));
       }
       return Status::ok();
     };
     float* db = l.bias.empty() ? nullptr : dbias.data();
-    if (!threaded(n)) return items_backward(0, n, dweight.data(), db, ws);
+    if (!threaded(n)) return items_backward(0, 0, n, dweight.data(), db, ws);
     // Range 0 writes dW, the others their scratch; then the partial sums in range order.
     const std::size_t wn = dweight.size(), bn = db ? dbias.size() : 0;
     EDGENN_TRY(par->for_ranges(n, [&](int r, int b0, int b1, Workspace& w) {
       float* dwr = r == 0 ? dweight.data() : par->scratch<float>(r, wn + bn);
       float* dbr = !db ? nullptr : r == 0 ? db : dwr + wn;
-      return items_backward(b0, b1, dwr, dbr, w);
+      return items_backward(r, b0, b1, dwr, dbr, w);
     }));
     for (int r = 1; r < par->ranges(n); ++r) {
       const float* part = par->scratch<float>(r, wn + bn);
@@ -495,7 +535,7 @@ struct BasicBlockTrain {
   Status backward(ConstTensor x, ConstTensor out, Tensor dout, Tensor dx, bool accumulate_dx, Workspace& ws) {
     const Shape ms = block->conv1.output_shape(x.shape);
     const Tensor dm = Tensor::dense(detail::sized(c1.tmp().dmid, ms.size()), ms);
-    EDGENN_TRY(c2.backward(ConstTensor::dense(mid.data(), ms), out, dout, dm, false, ws));
+    EDGENN_TRY(c2.backward(ConstTensor::dense(mid.data(), ms), out, dout, dm, false, ws, &c1));
     EDGENN_TRY(c1.backward(x, ConstTensor::dense(mid.data(), ms), dm, dx, accumulate_dx, ws));
     if (has_ds()) {
       // The shortcut has no activation: its backward reads no output (the shortcut buffer is
