@@ -654,8 +654,9 @@ TEST_CASE_TEMPLATE("batch norm backward sums with the mask from the input equal 
     const Shape s{r.uniform_int(1, 4), r.uniform_int(1, 7), r.uniform_int(1, 7), channels};
     const bool strided = r.coin(0.3);
     const auto act = static_cast<Activation>(r.uniform_int(0, 2));
-    const bool no_gamma = r.coin(0.2);
-    INFO("bn ", s.n, "x", s.h, "x", s.w, "x", s.c, " act ", int(act), " strided ", strided, " no gamma ", no_gamma);
+    const bool no_gamma = r.coin(0.2), no_beta = r.coin(0.2);
+    INFO("bn ", s.n, "x", s.h, "x", s.w, "x", s.c, " act ", int(act), " strided ", strided, " no gamma ", no_gamma,
+         " no beta ", no_beta);
     auto x = test::Buffer::make(s, &r, strided, &r);
     auto gamma = r.vec(std::size_t(s.c), -2.0f, 2.0f), beta = r.vec(std::size_t(s.c), -1.0f, 7.0f);
     auto mean = r.vec(std::size_t(s.c)), invstd = r.vec(std::size_t(s.c), 0.5f, 2.0f);
@@ -664,8 +665,9 @@ TEST_CASE_TEMPLATE("batch norm backward sums with the mask from the input equal 
       for (int i = 0; i < s.h; i += 2)
         for (int c = 0; c < s.c; c += 3) x.view.at(b, i, 0, c) = mean[std::size_t(c)];
     const float* g = no_gamma ? nullptr : gamma.data();
+    const float* bt = no_beta ? nullptr : beta.data();
     auto y = test::Buffer::make(s, &r, strided, &r);
-    REQUIRE(kernels::batchnorm_normalize<Arch>(x.view, mean.data(), invstd.data(), g, beta.data(), y.view, act).is_ok());
+    REQUIRE(kernels::batchnorm_normalize<Arch>(x.view, mean.data(), invstd.data(), g, bt, y.view, act).is_ok());
     auto dy_a = test::Buffer::make(s, &r, strided, &r);
     auto dy_b = test::Buffer::make(s, &r, strided, &r);
     for (int b = 0; b < s.n; ++b)
@@ -677,7 +679,7 @@ TEST_CASE_TEMPLATE("batch norm backward sums with the mask from the input equal 
     REQUIRE(kernels::batchnorm_backward_sums<Arch>(x.view, y.view, act, dy_a.view, mean.data(), invstd.data(),
                                                    sa.data(), qa.data())
                 .is_ok());
-    REQUIRE(kernels::batchnorm_backward_sums_from_input<Arch>(x.view, g, beta.data(), act, dy_b.view, mean.data(),
+    REQUIRE(kernels::batchnorm_backward_sums_from_input<Arch>(x.view, g, bt, act, dy_b.view, mean.data(),
                                                               invstd.data(), sb.data(), qb.data())
                 .is_ok());
     const std::vector<float> ga = test::to_dense(dy_a.view), gb = test::to_dense(dy_b.view);

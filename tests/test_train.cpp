@@ -744,6 +744,19 @@ TEST_CASE_TEMPLATE("a block's first BN sums taken on the second layer's dx slice
         std::vector<float> dy(std::size_t(os.size()));
         for (auto& v : dy) v = nd(gen);
         std::vector<float> d0 = dy, d1 = dy, dx0(x.size()), dx1(x.size());
+        // The fused side really takes the first layer's sums from the second layer's slices.
+        auto& fused = std::get<train::BasicBlockTrain<Arch>>(twins.a.units[0]);
+        std::vector<float> dm0(std::size_t(fused.block->conv1.output_shape(in).size()));
+        {
+          std::vector<float> probe = dy;
+          const Tensor dmv0 = Tensor::dense(dm0.data(), fused.block->conv1.output_shape(in));
+          REQUIRE(fused.c2.backward(ConstTensor::dense(fused.mid.data(), dmv0.shape), twins.a.output(),
+                                    Tensor::dense(probe.data(), os), dmv0, false, ws.ws, &fused.c1)
+                      .is_ok());
+          CHECK(fused.c1.sums_from_consumer);
+          REQUIRE(twins.a.forward(xv, ws.ws).is_ok());  // a new step drops them
+          CHECK_FALSE(fused.c1.sums_from_consumer);
+        }
         REQUIRE(twins.a.backward(xv, Tensor::dense(d0.data(), os), Tensor::dense(dx0.data(), in), false, ws.ws).is_ok());
         // BasicBlockTrain::backward's steps with the first layer's sums in their own pass.
         const Shape ms = separate.block->conv1.output_shape(in);

@@ -213,6 +213,7 @@ struct ConvBNTrain {
     const kernels::Conv2dParams p = conv_params();
     const bool bn_here = trains_bn();
     had_residual = residual != nullptr;
+    sums_from_consumer = false;  // a new step: sums fed during a backward that failed are stale
     const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
     if (winograd()) {
       float* scratch = detail::sized(tmp().winograd_scratch, kernels::winograd_pack_scratch_floats(l.cin, l.cout));
