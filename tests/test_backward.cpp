@@ -6,6 +6,9 @@
 #include "edgenn/kernels/reference/backward.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_backward {
+
 using namespace edgenn;
 using kernels::Conv2dParams;
 using kernels::Pool2dParams;
@@ -62,12 +65,6 @@ std::string describe(const Conv2dParams& p, Shape in, int cout) {
          std::to_string(p.pad_top) + "," + std::to_string(p.pad_left) + "," + std::to_string(p.pad_bottom) + "," +
          std::to_string(p.pad_right) + " g " + std::to_string(p.groups);
 }
-
-struct WsMem {
-  std::vector<unsigned char> mem;
-  Workspace ws;
-  explicit WsMem(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
-};
 
 // ---------------------------------------------------------------------------------------------
 // Convolution
@@ -160,7 +157,7 @@ void run_conv_case(const ConvCase& c, test::Rng& r) {
   const auto dx_before = to_double(test::to_dense(dx.view));
   std::vector<float> packed(std::size_t(kernels::conv_input_grad_packed_floats<Arch>(c.p, c.in.c, c.cout)));
   const auto pw = kernels::pack_conv_input_grad_weights<Arch>(c.p, c.in.c, c.cout, w.data(), packed.data());
-  WsMem wsi(kernels::conv2d_backward_input_workspace_bytes(c.p, c.cout));
+  test::OwnedWorkspace wsi(kernels::conv2d_backward_input_workspace_bytes(c.p, c.cout));
   if (c.split_rows && c.in.h > 1) {
     const int mid = r.uniform_int(1, c.in.h - 1);
     REQUIRE(kernels::conv2d_backward_input<Arch>(c.p, dy.view, pw, dx.view, wsi.ws, c.accumulate, {mid, c.in.h}).is_ok());
@@ -191,7 +188,7 @@ void run_conv_case(const ConvCase& c, test::Rng& r) {
       db_scale[i] += std::fabs(db[i]);
     }
   }
-  WsMem wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(c.p, c.in.c, c.cout));
+  test::OwnedWorkspace wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(c.p, c.in.c, c.cout));
   REQUIRE(kernels::conv2d_backward_weights<Arch>(c.p, x.view, dy.view, dw.data(), db.data(), wsw.ws, c.accumulate).is_ok());
   check_close(dw, dw_want, dw_scale, 1e-5, 1e-6, "dw");
   check_close(db, db_want, db_scale, 1e-5, 1e-6, "db");
@@ -231,7 +228,7 @@ void run_conv_tile_case(const ConvCase& c, test::Rng& r) {
   std::vector<float> packed(std::size_t(kernels::conv_input_grad_packed_floats<Arch>(p, c.in.c, c.cout)));
   const auto pw = kernels::pack_conv_input_grad_weights<Arch>(p, c.in.c, c.cout, w.data(), packed.data());
   auto dx_tile = test::Buffer::make(Shape{c.in.n, y2 - y1 + 1, x2 - x1 + 1, c.in.c}, &r, true, &r);
-  WsMem wsi(kernels::conv2d_backward_input_workspace_bytes(p, c.cout));
+  test::OwnedWorkspace wsi(kernels::conv2d_backward_input_workspace_bytes(p, c.cout));
   if (ny.lo <= ny.hi && nx.lo <= nx.hi) {
     const TileOrigin t{y1, x1, ny.lo, nx.lo};
     const ConstTensor dy_view = ConstTensor(dy.view).region(ny.lo, nx.lo, ny.hi - ny.lo + 1, nx.hi - nx.lo + 1);
@@ -250,7 +247,7 @@ void run_conv_tile_case(const ConvCase& c, test::Rng& r) {
   // dW: 2x2 partition of the output map; each part reads x on its (clamped) input window.
   const int cy = r.uniform_int(0, os.h), cx = r.uniform_int(0, os.w);
   std::vector<float> dw(w.size()), db(std::size_t(c.cout));
-  WsMem wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, c.in.c, c.cout));
+  test::OwnedWorkspace wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, c.in.c, c.cout));
   bool first = true;
   const int ys[3] = {0, cy, os.h}, xs[3] = {0, cx, os.w};
   for (int a = 0; a < 2; ++a)
@@ -410,7 +407,7 @@ void run_depthwise_case(const Conv2dParams& p, Shape in, bool strided, bool accu
       db_scale[i] += std::fabs(db[i]);
     }
   }
-  WsMem ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, in.c));
+  test::OwnedWorkspace ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, in.c));
   REQUIRE(kernels::depthwise_backward_weights<Arch>(p, x.view, dy.view, dw.data(), db.data(), ws.ws, accumulate).is_ok());
   check_close(dw, dw_want, dw_scale, 1e-5, 1e-6, "depthwise dw");
   check_close(db, db_want, db_scale, 1e-5, 1e-6, "depthwise db");
@@ -446,7 +443,7 @@ TEST_CASE_TEMPLATE("depthwise backward weights from tiles sum to the whole", Arc
     auto w = r.vec(std::size_t(c) * p.taps());
     const ConvRef ref(p, x.view, w, dy.view);
     std::vector<float> dw(w.size()), db(static_cast<std::size_t>(c));
-    WsMem ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, c));
+    test::OwnedWorkspace ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, c));
     const int cut = r.uniform_int(0, os.h);
     const int ys[3] = {0, cut, os.h};
     bool first = true;
@@ -498,7 +495,7 @@ TEST_CASE_TEMPLATE("fully connected backward matches the double reference", Arch
     std::vector<float> packed(std::size_t(kernels::fc_input_grad_packed_floats<Arch>(in_f, out_f)));
     const auto pw = kernels::pack_fc_input_grad_weights<Arch>(in_f, out_f, w.data(), packed.data());
     std::vector<float> dx_before = dx;
-    WsMem wsi(kernels::fc_backward_input_workspace_bytes(out_f));
+    test::OwnedWorkspace wsi(kernels::fc_backward_input_workspace_bytes(out_f));
     REQUIRE(kernels::fully_connected_backward_input<Arch>(batch, dy.data(), lddy, pw, dx.data(), lddx, wsi.ws, accumulate).is_ok());
     std::vector<float> got;
     std::vector<double> want, sc;
@@ -522,7 +519,7 @@ TEST_CASE_TEMPLATE("fully connected backward matches the double reference", Arch
         db_sc[i] += std::fabs(db[i]);
       }
     }
-    WsMem wsw(kernels::fc_backward_weights_workspace_bytes<Arch>(in_f, out_f));
+    test::OwnedWorkspace wsw(kernels::fc_backward_weights_workspace_bytes<Arch>(in_f, out_f));
     REQUIRE(kernels::fully_connected_backward_weights<Arch>(batch, in_f, out_f, x.data(), ldx, dy.data(), lddy, dw.data(),
                                                             db.data(), wsw.ws, accumulate)
                 .is_ok());
@@ -578,7 +575,7 @@ TEST_CASE_TEMPLATE("batch norm training forward and backward match the double re
 
     auto y = test::Buffer::make(s, &r, strided, &r);
     std::vector<float> mean(std::size_t(s.c)), invstd(std::size_t(s.c));
-    WsMem ws(kernels::batchnorm_train_workspace_bytes(s.c));
+    test::OwnedWorkspace ws(kernels::batchnorm_train_workspace_bytes(s.c));
     REQUIRE(kernels::batchnorm_train_forward<Arch>(x.view, bn, y.view, mean.data(), invstd.data(), rmean.data(), rvar.data(),
                                                    ws.ws, act, with_residual ? ConstTensor(res.view) : ConstTensor())
                 .is_ok());
@@ -708,7 +705,7 @@ TEST_CASE("batch norm statistics survive a large mean") {
   ref::batchnorm_train_forward<double>(TensorView<const double>::dense(xd.data(), s), nullptr, nullptr, 1e-8, 0.1,
                                        yd.view, mean_d.data(), invstd_d.data(), nullptr, nullptr);
   std::vector<float> y(x.size());
-  WsMem ws(kernels::batchnorm_train_workspace_bytes(3));
+  test::OwnedWorkspace ws(kernels::batchnorm_train_workspace_bytes(3));
   kernels::BatchNormTrainParams bn;
   bn.eps = 1e-8f;
   REQUIRE(kernels::batchnorm_train_forward(ConstTensor::dense(x.data(), s), bn, Tensor::dense(y.data(), s), mean.data(),
@@ -836,7 +833,7 @@ TEST_CASE_TEMPLATE("pooling backward matches the double reference", Arch, EDGENN
 
     auto dx = test::Buffer::make(s, &r, strided, &r);
     const auto before = to_double(test::to_dense(dx.view));
-    WsMem ws(kernels::max_pool2d_backward_workspace_bytes(s.c));
+    test::OwnedWorkspace ws(kernels::max_pool2d_backward_workspace_bytes(s.c));
     REQUIRE(kernels::max_pool2d_backward<Arch>(p, x.view, dy.view, dx.view, ws.ws, accumulate).is_ok());
     std::vector<double> want = max_ref.storage;
     if (accumulate)
@@ -1121,7 +1118,7 @@ TEST_CASE("backward kernels report bad arguments and measure their workspace") {
   CHECK(kernels::batchnorm_train_forward(xv, {}, dxv, db.data(), db.data(), nullptr, nullptr, m3).is_ok());
   CHECK(m3.peak() == kernels::batchnorm_train_workspace_bytes(5));
 
-  WsMem ws(1 << 16);
+  test::OwnedWorkspace ws(1 << 16);
   Workspace tiny(ws.mem.data(), 8);
   CHECK(kernels::conv2d_backward_weights(p, xv, dyv, dw.data(), db.data(), tiny).code() == Error::workspace_too_small);
   auto bad = p;
@@ -1149,3 +1146,5 @@ TEST_CASE("backward kernels report bad arguments and measure their workspace") {
                                          &mean, &invstd, nullptr, nullptr, ws.ws)
             .code() == Error::invalid_argument);
 }
+
+}  // namespace test_backward

@@ -2,6 +2,9 @@
 #include "edgenn/kernels/reference.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_conv2d {
+
 using namespace edgenn;
 using kernels::Conv2dParams;
 
@@ -209,3 +212,5 @@ TEST_CASE("conv2d reports bad arguments instead of computing") {
   CHECK(kernels::conv2d(p, in, pw, Tensor::dense(y, {1, 4, 4, 3}), m).is_ok());
   CHECK(m.peak() == kernels::conv2d_workspace_bytes(p, in.shape));
 }
+
+}  // namespace test_conv2d

@@ -1,6 +1,9 @@
 // Core: shapes, tensor views, workspace planning, status values.
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_core {
+
 using namespace edgenn;
 
 TEST_CASE("window output sizes follow the convolution arithmetic") {
@@ -71,3 +74,5 @@ TEST_CASE("status values carry a code and a message") {
   };
   CHECK(f().code() == Error::invalid_argument);
 }
+
+}  // namespace test_core

@@ -2,6 +2,9 @@
 #include "edgenn/kernels/reference.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_depthwise {
+
 using namespace edgenn;
 using kernels::Conv2dParams;
 
@@ -88,3 +91,5 @@ TEST_CASE("depthwise conv rejects a non-depthwise layer") {
   CHECK(kernels::depthwise_conv2d(p, ConstTensor::dense(x, {1, 2, 2, 4}), dw, Tensor::dense(y, {1, 2, 2, 4}), ws).code() ==
         Error::shape_mismatch);
 }
+
+}  // namespace test_depthwise

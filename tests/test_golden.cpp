@@ -5,44 +5,15 @@
 #include <nlohmann/json.hpp>
 
 #include "edgenn/io/safetensors.hpp"
+#include "support/golden_support.hpp"
 #include "support/test_support.hpp"
+
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_golden {
 
 using namespace edgenn;
 
 namespace {
-
-std::vector<std::string> golden_files() {
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(EDGENN_SOURCE_DIR) + "/tests/golden"))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-Activation parse_act(const std::string& s) {
-  return s == "relu" ? Activation::relu : s == "relu6" ? Activation::relu6 : Activation::none;
-}
-
-Shape shape4(const io::TensorInfo& t) {
-  return Shape{int(t.shape[0]), int(t.shape[1]), int(t.shape[2]), int(t.shape[3])};
-}
-
-std::vector<float> get(const io::SafeTensors& st, const std::string& name) {
-  auto r = st.f32(name);
-  REQUIRE_MESSAGE(r.ok(), r.error());
-  return *r;
-}
-
-// Largest |a - b| relative to max(1, |b|).
-double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]) / std::max(1.0, std::fabs(double(b[i])));
-    m = std::max(m, d);
-  }
-  return m;
-}
 
 template <class Arch>
 void run_golden(const std::string& path) {
@@ -52,7 +23,7 @@ void run_golden(const std::string& path) {
   const std::string op = st.metadata().at("op");
   const auto params = nlohmann::json::parse(st.metadata().at("params"));
   INFO("golden case ", path, " op ", op, " arch ", Arch::name());
-  const auto expected = op == "softmax" ? get(st, "softmax") : get(st, "y");
+  const auto expected = op == "softmax" ? test::read_f32(st, "softmax") : test::read_f32(st, "y");
   std::vector<float> got(expected.size());
 
   if (op == "conv2d") {
@@ -68,11 +39,11 @@ void run_golden(const std::string& path) {
     p.pad_bottom = params["pad_bottom"];
     p.pad_right = params["pad_right"];
     p.groups = params["groups"];
-    p.activation = parse_act(params["activation"]);
-    const Shape in = shape4(*st.find("x")), out = shape4(*st.find("y"));
-    auto x = get(st, "x"), w = get(st, "weight");
-    const auto bias = st.contains("bias") ? get(st, "bias") : std::vector<float>(std::size_t(out.c), 0.0f);
-    std::vector<float> res = st.contains("residual") ? get(st, "residual") : std::vector<float>();
+    p.activation = test::parse_act(params["activation"]);
+    const Shape in = test::shape4(*st.find("x")), out = test::shape4(*st.find("y"));
+    auto x = test::read_f32(st, "x"), w = test::read_f32(st, "weight");
+    const auto bias = st.contains("bias") ? test::read_f32(st, "bias") : std::vector<float>(std::size_t(out.c), 0.0f);
+    std::vector<float> res = st.contains("residual") ? test::read_f32(st, "residual") : std::vector<float>();
     const ConstTensor rv = ConstTensor::dense(res.data(), out);
     std::vector<unsigned char> wsmem(kernels::conv2d_workspace_bytes(p, in) + kAlignment);
     Workspace ws(wsmem.data(), wsmem.size());
@@ -92,13 +63,13 @@ void run_golden(const std::string& path) {
   } else if (op == "linear") {
     const auto& xi = *st.find("x");
     const int batch = int(xi.shape[0]), in_f = int(xi.shape[1]), out_f = int(st.find("weight")->shape[0]);
-    auto x = get(st, "x"), w = get(st, "weight"), b = get(st, "bias");
+    auto x = test::read_f32(st, "x"), w = test::read_f32(st, "weight"), b = test::read_f32(st, "bias");
     std::vector<float> packed(std::size_t(kernels::fc_packed_floats<Arch>(in_f, out_f)));
     const auto pw = kernels::pack_fc_weights<Arch>(in_f, out_f, w.data(), b.data(), packed.data());
     REQUIRE(kernels::fully_connected<Arch>(batch, x.data(), in_f, pw, got.data(), out_f).is_ok());
   } else if (op == "batchnorm") {
-    const Shape s = shape4(*st.find("x"));
-    auto x = get(st, "x"), g = get(st, "gamma"), b = get(st, "beta"), m = get(st, "mean"), v = get(st, "var");
+    const Shape s = test::shape4(*st.find("x"));
+    auto x = test::read_f32(st, "x"), g = test::read_f32(st, "gamma"), b = test::read_f32(st, "beta"), m = test::read_f32(st, "mean"), v = test::read_f32(st, "var");
     std::vector<float> scale(std::size_t(s.c)), shift(std::size_t(s.c));
     kernels::BatchNormParams bn{g.data(), b.data(), m.data(), v.data(), params["eps"].get<float>()};
     REQUIRE(kernels::batchnorm_scale_shift(bn, s.c, scale.data(), shift.data()).is_ok());
@@ -106,43 +77,45 @@ void run_golden(const std::string& path) {
                                                Tensor::dense(got.data(), s))
                 .is_ok());
   } else if (op == "add") {
-    const Shape s = shape4(*st.find("a"));
-    auto a = get(st, "a"), b = get(st, "b");
+    const Shape s = test::shape4(*st.find("a"));
+    auto a = test::read_f32(st, "a"), b = test::read_f32(st, "b");
     REQUIRE(kernels::add<Arch>(ConstTensor::dense(a.data(), s), ConstTensor::dense(b.data(), s),
-                               Tensor::dense(got.data(), s), parse_act(params["activation"]))
+                               Tensor::dense(got.data(), s), test::parse_act(params["activation"]))
                 .is_ok());
   } else if (op == "max_pool2d" || op == "avg_pool2d") {
-    const Shape s = shape4(*st.find("x")), os = shape4(*st.find("y"));
-    auto x = get(st, "x");
+    const Shape s = test::shape4(*st.find("x")), os = test::shape4(*st.find("y"));
+    auto x = test::read_f32(st, "x");
     auto p = kernels::Pool2dParams::square(params["kernel"], params["stride"], params["pad"]);
     p.count_include_pad = params["count_include_pad"];
     const auto in = ConstTensor::dense(x.data(), s);
     const auto out = Tensor::dense(got.data(), os);
     REQUIRE((op == "max_pool2d" ? kernels::max_pool2d<Arch>(p, in, out) : kernels::avg_pool2d<Arch>(p, in, out)).is_ok());
   } else if (op == "global_avg_pool") {
-    const Shape s = shape4(*st.find("x"));
-    auto x = get(st, "x");
+    const Shape s = test::shape4(*st.find("x"));
+    auto x = test::read_f32(st, "x");
     REQUIRE(kernels::global_avg_pool<Arch>(ConstTensor::dense(x.data(), s), got.data(), s.c).is_ok());
   } else if (op == "softmax") {
     const auto& xi = *st.find("x");
     const int rows = int(xi.shape[0]), n = int(xi.shape[1]);
-    auto x = get(st, "x");
+    auto x = test::read_f32(st, "x");
     REQUIRE(kernels::softmax(rows, n, x.data(), n, got.data(), n).is_ok());
     std::vector<float> lsm(got.size());
     REQUIRE(kernels::log_softmax(rows, n, x.data(), n, lsm.data(), n).is_ok());
-    CHECK(max_rel_err(lsm, get(st, "log_softmax")) < 1e-5);
-    const auto h = get(st, "entropy");
+    CHECK(test::max_rel_err(lsm, test::read_f32(st, "log_softmax")) < 1e-5);
+    const auto h = test::read_f32(st, "entropy");
     for (int r = 0; r < rows; ++r) CHECK(kernels::entropy(got.data() + r * n, n) == doctest::Approx(h[std::size_t(r)]).epsilon(1e-5));
   } else {
     FAIL("unknown golden op ", op);
   }
-  CHECK(max_rel_err(got, expected) < 2e-5);
+  CHECK(test::max_rel_err(got, expected) < 2e-5);
 }
 
 }  // namespace
 
 TEST_CASE_TEMPLATE("kernels reproduce the PyTorch golden vectors", Arch, EDGENN_TEST_ARCHS) {
-  const auto files = golden_files();
+  const auto files = test::golden_files("golden");
   REQUIRE(files.size() >= 19);
   for (const auto& f : files) run_golden<Arch>(f);
 }
+
+}  // namespace test_golden

@@ -6,58 +6,23 @@
 #include <nlohmann/json.hpp>
 
 #include "edgenn/io/safetensors.hpp"
+#include "support/golden_support.hpp"
 #include "support/test_support.hpp"
+
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_golden_backward {
 
 using namespace edgenn;
 
 namespace {
 
-std::vector<std::string> golden_files() {
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(EDGENN_SOURCE_DIR) + "/tests/golden/backward"))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
-Activation parse_act(const std::string& s) {
-  return s == "relu" ? Activation::relu : s == "relu6" ? Activation::relu6 : Activation::none;
-}
-
-Shape shape4(const io::TensorInfo& t) {
-  return Shape{int(t.shape[0]), int(t.shape[1]), int(t.shape[2]), int(t.shape[3])};
-}
-
-std::vector<float> get(const io::SafeTensors& st, const std::string& name) {
-  auto r = st.f32(name);
-  REQUIRE_MESSAGE(r.ok(), r.error());
-  return *r;
-}
-
-// Largest |a - b| relative to max(1, |b|): gradients are O(1) to O(100) sums of float products.
-double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double d = std::fabs(double(a[i]) - b[i]) / std::max(1.0, std::fabs(double(b[i])));
-    m = std::max(m, d);
-  }
-  return m;
-}
-
 // float32 sums of up to a few hundred O(1) products, on both sides: a few 1e-6.
 constexpr double kTolerance = 2e-5;
 
 void expect(const io::SafeTensors& st, const std::string& name, const std::vector<float>& got) {
-  const double err = max_rel_err(got, get(st, name));
+  const double err = test::max_rel_err(got, test::read_f32(st, name));
   CHECK_MESSAGE(err < kTolerance, name, ": max relative error ", err);
 }
-
-struct Ws {
-  std::vector<unsigned char> mem;
-  Workspace ws;
-  explicit Ws(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
-};
 
 template <class Arch>
 void run_conv(const io::SafeTensors& st, const nlohmann::json& params) {
@@ -73,8 +38,8 @@ void run_conv(const io::SafeTensors& st, const nlohmann::json& params) {
   p.pad_bottom = params["pad_bottom"];
   p.pad_right = params["pad_right"];
   p.groups = params["groups"];
-  const Shape in = shape4(*st.find("x")), out = shape4(*st.find("dy"));
-  auto x = get(st, "x"), w = get(st, "weight"), dy = get(st, "dy");
+  const Shape in = test::shape4(*st.find("x")), out = test::shape4(*st.find("dy"));
+  auto x = test::read_f32(st, "x"), w = test::read_f32(st, "weight"), dy = test::read_f32(st, "dy");
   const bool has_bias = st.contains("dbias");
   std::vector<float> dx(x.size()), dw(w.size()), db(std::size_t(out.c));
   const auto xv = ConstTensor::dense(x.data(), in);
@@ -85,14 +50,14 @@ void run_conv(const io::SafeTensors& st, const nlohmann::json& params) {
     const auto pw = kernels::pack_depthwise_weights<Arch>(p, in.c, w.data(), nullptr, packed.data());
     Workspace none;
     REQUIRE(kernels::depthwise_backward_input<Arch>(p, dyv, pw, dxv, none).is_ok());
-    Ws ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, in.c));
+    test::OwnedWorkspace ws(kernels::depthwise_backward_weights_workspace_bytes<Arch>(p, in.c));
     REQUIRE(kernels::depthwise_backward_weights<Arch>(p, xv, dyv, dw.data(), has_bias ? db.data() : nullptr, ws.ws).is_ok());
   } else {
     std::vector<float> packed(std::size_t(kernels::conv_input_grad_packed_floats<Arch>(p, in.c, out.c)));
     const auto pw = kernels::pack_conv_input_grad_weights<Arch>(p, in.c, out.c, w.data(), packed.data());
-    Ws wsi(kernels::conv2d_backward_input_workspace_bytes(p, out.c));
+    test::OwnedWorkspace wsi(kernels::conv2d_backward_input_workspace_bytes(p, out.c));
     REQUIRE(kernels::conv2d_backward_input<Arch>(p, dyv, pw, dxv, wsi.ws).is_ok());
-    Ws wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, in.c, out.c));
+    test::OwnedWorkspace wsw(kernels::conv2d_backward_weights_workspace_bytes<Arch>(p, in.c, out.c));
     REQUIRE(kernels::conv2d_backward_weights<Arch>(p, xv, dyv, dw.data(), has_bias ? db.data() : nullptr, wsw.ws).is_ok());
   }
   expect(st, "dx", dx);
@@ -104,13 +69,13 @@ template <class Arch>
 void run_linear(const io::SafeTensors& st) {
   const auto& xi = *st.find("x");
   const int batch = int(xi.shape[0]), in_f = int(xi.shape[1]), out_f = int(st.find("weight")->shape[0]);
-  auto x = get(st, "x"), w = get(st, "weight"), dy = get(st, "dy");
+  auto x = test::read_f32(st, "x"), w = test::read_f32(st, "weight"), dy = test::read_f32(st, "dy");
   std::vector<float> dx(x.size()), dw(w.size()), db(static_cast<std::size_t>(out_f));
   std::vector<float> packed(std::size_t(kernels::fc_input_grad_packed_floats<Arch>(in_f, out_f)));
   const auto pw = kernels::pack_fc_input_grad_weights<Arch>(in_f, out_f, w.data(), packed.data());
-  Ws wsi(kernels::fc_backward_input_workspace_bytes(out_f));
+  test::OwnedWorkspace wsi(kernels::fc_backward_input_workspace_bytes(out_f));
   REQUIRE(kernels::fully_connected_backward_input<Arch>(batch, dy.data(), out_f, pw, dx.data(), in_f, wsi.ws).is_ok());
-  Ws wsw(kernels::fc_backward_weights_workspace_bytes<Arch>(in_f, out_f));
+  test::OwnedWorkspace wsw(kernels::fc_backward_weights_workspace_bytes<Arch>(in_f, out_f));
   REQUIRE(kernels::fully_connected_backward_weights<Arch>(batch, in_f, out_f, x.data(), in_f, dy.data(), out_f, dw.data(),
                                                           db.data(), wsw.ws)
               .is_ok());
@@ -121,17 +86,17 @@ void run_linear(const io::SafeTensors& st) {
 
 template <class Arch>
 void run_batchnorm(const io::SafeTensors& st, const nlohmann::json& params) {
-  const Shape s = shape4(*st.find("x"));
-  const Activation act = parse_act(params["activation"]);
-  auto x = get(st, "x"), gamma = get(st, "gamma"), beta = get(st, "beta"), dy = get(st, "dy");
-  auto rm = get(st, "running_mean"), rv = get(st, "running_var");
+  const Shape s = test::shape4(*st.find("x"));
+  const Activation act = test::parse_act(params["activation"]);
+  auto x = test::read_f32(st, "x"), gamma = test::read_f32(st, "gamma"), beta = test::read_f32(st, "beta"), dy = test::read_f32(st, "dy");
+  auto rm = test::read_f32(st, "running_mean"), rv = test::read_f32(st, "running_var");
   kernels::BatchNormTrainParams bn;
   bn.gamma = gamma.data();
   bn.beta = beta.data();
   bn.eps = params["eps"].get<float>();
   bn.momentum = params["momentum"].get<float>();
   std::vector<float> y(x.size()), mean(std::size_t(s.c)), invstd(std::size_t(s.c));
-  Ws ws(kernels::batchnorm_train_workspace_bytes(s.c));
+  test::OwnedWorkspace ws(kernels::batchnorm_train_workspace_bytes(s.c));
   REQUIRE(kernels::batchnorm_train_forward<Arch>(ConstTensor::dense(x.data(), s), bn, Tensor::dense(y.data(), s), mean.data(),
                                                  invstd.data(), rm.data(), rv.data(), ws.ws, act)
               .is_ok());
@@ -169,30 +134,30 @@ void run_golden(const std::string& path) {
   } else if (op == "batchnorm_train") {
     run_batchnorm<Arch>(st, params);
   } else if (op == "activation") {
-    const Shape s = shape4(*st.find("x"));
-    auto y = get(st, "y"), dy = get(st, "dy");
+    const Shape s = test::shape4(*st.find("x"));
+    auto y = test::read_f32(st, "y"), dy = test::read_f32(st, "dy");
     std::vector<float> dx(y.size());
     REQUIRE(kernels::activation_backward<Arch>(ConstTensor::dense(y.data(), s), ConstTensor::dense(dy.data(), s),
-                                               Tensor::dense(dx.data(), s), parse_act(params["activation"]))
+                                               Tensor::dense(dx.data(), s), test::parse_act(params["activation"]))
                 .is_ok());
     expect(st, "dx", dx);
   } else if (op == "add") {
-    const Shape s = shape4(*st.find("a"));
-    auto y = get(st, "y"), dy = get(st, "dy");
+    const Shape s = test::shape4(*st.find("a"));
+    auto y = test::read_f32(st, "y"), dy = test::read_f32(st, "dy");
     std::vector<float> da(y.size()), db(y.size());
     REQUIRE(kernels::add_backward<Arch>(ConstTensor::dense(y.data(), s), ConstTensor::dense(dy.data(), s),
-                                        parse_act(params["activation"]), Tensor::dense(da.data(), s),
+                                        test::parse_act(params["activation"]), Tensor::dense(da.data(), s),
                                         Tensor::dense(db.data(), s))
                 .is_ok());
     expect(st, "da", da);
     expect(st, "db", db);
   } else if (op == "max_pool2d" || op == "avg_pool2d") {
-    const Shape s = shape4(*st.find("x")), os = shape4(*st.find("dy"));
-    auto x = get(st, "x"), dy = get(st, "dy");
+    const Shape s = test::shape4(*st.find("x")), os = test::shape4(*st.find("dy"));
+    auto x = test::read_f32(st, "x"), dy = test::read_f32(st, "dy");
     auto p = kernels::Pool2dParams::square(params["kernel"], params["stride"], params["pad"]);
     p.count_include_pad = params["count_include_pad"];
     std::vector<float> dx(x.size());
-    Ws ws(kernels::max_pool2d_backward_workspace_bytes(s.c));
+    test::OwnedWorkspace ws(kernels::max_pool2d_backward_workspace_bytes(s.c));
     if (op == "max_pool2d") {
       REQUIRE(kernels::max_pool2d_backward<Arch>(p, ConstTensor::dense(x.data(), s), ConstTensor::dense(dy.data(), os),
                                                  Tensor::dense(dx.data(), s), ws.ws)
@@ -202,15 +167,15 @@ void run_golden(const std::string& path) {
     }
     expect(st, "dx", dx);
   } else if (op == "global_avg_pool") {
-    const Shape s = shape4(*st.find("x"));
-    auto dy = get(st, "dy");
+    const Shape s = test::shape4(*st.find("x"));
+    auto dy = test::read_f32(st, "dy");
     std::vector<float> dx(std::size_t(s.size()));
     REQUIRE(kernels::global_avg_pool_backward<Arch>(dy.data(), s.c, Tensor::dense(dx.data(), s)).is_ok());
     expect(st, "dx", dx);
   } else if (op == "cross_entropy") {
     const auto& zi = *st.find("logits");
     const int batch = int(zi.shape[0]), classes = int(zi.shape[1]);
-    auto z = get(st, "logits");
+    auto z = test::read_f32(st, "logits");
     auto labels64 = st.ints("labels");
     REQUIRE_MESSAGE(labels64.ok(), labels64.error());
     std::vector<int> labels(labels64->begin(), labels64->end());
@@ -229,7 +194,9 @@ void run_golden(const std::string& path) {
 }  // namespace
 
 TEST_CASE_TEMPLATE("backward kernels reproduce the PyTorch autograd golden vectors", Arch, EDGENN_TEST_ARCHS) {
-  const auto files = golden_files();
+  const auto files = test::golden_files("golden/backward");
   REQUIRE(files.size() >= 23);
   for (const auto& f : files) run_golden<Arch>(f);
 }
+
+}  // namespace test_golden_backward

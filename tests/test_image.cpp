@@ -7,6 +7,9 @@
 #include "edgenn/io.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_image {
+
 using namespace edgenn;
 
 namespace {
@@ -93,3 +96,5 @@ TEST_CASE("unreadable and corrupt files fail naming the file") {
   std::filesystem::remove(bad);
   CHECK_FALSE(image::load_image(kSamples + "0002_Trouser.png", {28, 28, 2, false}).ok());
 }
+
+}  // namespace test_image

@@ -3,6 +3,9 @@
 #include "edgenn/kernels/reference.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_kernels {
+
 using namespace edgenn;
 
 TEST_CASE_TEMPLATE("fully connected matches the reference", Arch, EDGENN_TEST_ARCHS) {
@@ -147,3 +150,5 @@ TEST_CASE_TEMPLATE("softmax, log-softmax and entropy are stable and match the re
   CHECK(kernels::normalized_entropy(uniform, 4) == doctest::Approx(1.0));
   CHECK(kernels::entropy(onehot, 4) == 0.0f);
 }
+
+}  // namespace test_kernels

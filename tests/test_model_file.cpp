@@ -6,6 +6,9 @@
 #include "edgenn/io.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_model_file {
+
 using namespace edgenn;
 using nlohmann::json;
 
@@ -260,3 +263,5 @@ TEST_CASE("random byte flips never crash the loader") {
   // Flips inside weight values can leave a valid file; most must be caught.
   CHECK(rejected > trials / 4);
 }
+
+}  // namespace test_model_file

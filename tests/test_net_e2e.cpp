@@ -13,6 +13,9 @@
 #include "edgenn/runtime/batch_inference.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_net_e2e {
+
 using namespace edgenn;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -802,3 +805,5 @@ TEST_CASE("cloud e2e: a lying cloud: duplicates and unknown ids dropped, malform
   CHECK(c.unattributable >= 1);
   CHECK(c.requests == 7);
 }
+
+}  // namespace test_net_e2e

@@ -11,6 +11,9 @@
 #include "edgenn/net/protocol.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_net_protocol {
+
 using namespace edgenn;
 using namespace edgenn::net;
 
@@ -333,3 +336,5 @@ TEST_CASE("batcher: whole requests up to max_batch in arrival order, a large req
   CHECK(one.due(t, false));
   CHECK(one.take().size() == 1);
 }
+
+}  // namespace test_net_protocol

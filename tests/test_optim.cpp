@@ -9,17 +9,15 @@
 #include "edgenn/io/safetensors.hpp"
 #include "edgenn/train/optim.hpp"
 #include "edgenn/train/schedule.hpp"
+#include "support/golden_support.hpp"
 #include "support/test_support.hpp"
+
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_optim {
 
 using namespace edgenn;
 
 namespace {
-
-std::vector<float> get(const io::SafeTensors& st, const std::string& name) {
-  auto r = st.f32(name);
-  REQUIRE_MESSAGE(r.ok(), r.error());
-  return *r;
-}
 
 std::vector<double> get64(const io::SafeTensors& st, const std::string& name) {
   const io::TensorInfo* t = st.find(name);
@@ -49,9 +47,9 @@ TEST_CASE("optimizers match torch.optim step by step") {
     std::vector<std::vector<float>> p, g, expect, grad;
     std::vector<train::ParamSlot> slots;
     for (int i = 0; i < 2; ++i) {
-      p.push_back(get(st, "p0_" + std::to_string(i)));
-      g.push_back(get(st, "g_" + std::to_string(i)));
-      expect.push_back(get(st, "p_" + std::to_string(i)));
+      p.push_back(test::read_f32(st, "p0_" + std::to_string(i)));
+      g.push_back(test::read_f32(st, "g_" + std::to_string(i)));
+      expect.push_back(test::read_f32(st, "p_" + std::to_string(i)));
       grad.emplace_back(p.back().size());
     }
     for (int i = 0; i < 2; ++i)
@@ -135,3 +133,5 @@ TEST_CASE("schedules") {
   CHECK(s.at(0) == 0.1 * 0.25);
   CHECK(s.at(3) == 0.05);
 }
+
+}  // namespace test_optim

@@ -11,6 +11,9 @@
 #include "edgenn/io.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_parity {
+
 using namespace edgenn;
 
 #ifndef EDGENN_PARITY_IMAGES
@@ -90,3 +93,5 @@ TEST_CASE_TEMPLATE("shipped weights reproduce the PyTorch logits", Arch, EDGENN_
   std::sort(files.begin(), files.end());
   for (const auto& f : files) check_parity<Arch>(f);
 }
+
+}  // namespace test_parity

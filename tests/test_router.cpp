@@ -5,6 +5,9 @@
 #include "edgenn/meanet/observations.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_router {
+
 using namespace edgenn;
 using namespace edgenn::meanet;
 
@@ -233,3 +236,5 @@ TEST_CASE("the edge runtime takes the exits the calibration simulates, and skips
     if (d->exit == Exit::cloud) CHECK(d->fallback);
   }
 }
+
+}  // namespace test_router

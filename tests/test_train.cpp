@@ -13,31 +13,15 @@
 #include "edgenn/io/safetensors.hpp"
 #include "edgenn/kernels/loss.hpp"
 #include "edgenn/train.hpp"
+#include "support/golden_support.hpp"
 #include "support/test_support.hpp"
+
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_train {
 
 using namespace edgenn;
 
 namespace {
-
-std::vector<float> get(const io::SafeTensors& st, const std::string& name) {
-  auto r = st.f32(name);
-  REQUIRE_MESSAGE(r.ok(), name, ": ", r.error());
-  return *r;
-}
-
-double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    m = std::max(m, std::fabs(double(a[i]) - b[i]) / std::max(1.0, std::fabs(double(b[i]))));
-  return m;
-}
-
-struct Ws {
-  std::vector<unsigned char> mem;
-  Workspace ws;
-  explicit Ws(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
-};
 
 template <class Arch>
 nn::Classifier<Arch> tiny_resnet() {
@@ -60,7 +44,7 @@ void tiny_resnet_vs_pytorch() {
   nn::Classifier<Arch> model = tiny_resnet<Arch>();
   std::vector<nn::ParamRef> refs;
   model.visit_layers([&](auto& l) { l.visit_params([&](const nn::ParamRef& r) { refs.push_back(r); }); });
-  for (auto& r : refs) *r.data = get(st, "init." + r.name);
+  for (auto& r : refs) *r.data = test::read_f32(st, "init." + r.name);
 
   train::ClassifierTrain<Arch> tr;
   REQUIRE(tr.bind(model).is_ok());
@@ -73,9 +57,9 @@ void tiny_resnet_vs_pytorch() {
   train::Sgd opt(slots, sc);
 
   const Shape in{5, 7, 7, 1};
-  Ws ws(tr.workspace_bytes(in));
+  test::OwnedWorkspace ws(tr.workspace_bytes(in));
   for (int step = 0; step < 2; ++step) {
-    auto x = get(st, "x" + std::to_string(step));
+    auto x = test::read_f32(st, "x" + std::to_string(step));
     const io::TensorInfo* yi = st.find("y" + std::to_string(step));
     REQUIRE(yi);
     std::vector<int> y(5);
@@ -87,18 +71,18 @@ void tiny_resnet_vs_pytorch() {
     REQUIRE(kernels::softmax_cross_entropy(5, 3, logits.data(), 3, y.data(), 0.0f, &loss, dlogits.data(), 3).is_ok());
     REQUIRE(tr.backward(xv, dlogits.data(), 3, ws.ws).is_ok());
     if (step == 0) {
-      CHECK(max_rel_err(logits, get(st, "logits0")) < 1e-5);
-      CHECK(std::fabs(loss - get(st, "loss0")[0]) < 1e-5);
+      CHECK(test::max_rel_err(logits, test::read_f32(st, "logits0")) < 1e-5);
+      CHECK(std::fabs(loss - test::read_f32(st, "loss0")[0]) < 1e-5);
       for (const auto& s : slots) {
         const std::vector<float> g(s.grad, s.grad + s.size);
-        const double err = max_rel_err(g, get(st, "grad." + s.name));
+        const double err = test::max_rel_err(g, test::read_f32(st, "grad." + s.name));
         CHECK_MESSAGE(err < 2e-5, s.name, ": gradient max relative error ", err);
       }
     }
     REQUIRE(opt.step(train::cosine_lr(0.1, 0, step, 2, 1)).is_ok());
   }
   for (auto& r : refs) {
-    const double err = max_rel_err(*r.data, get(st, "final." + r.name));
+    const double err = test::max_rel_err(*r.data, test::read_f32(st, "final." + r.name));
     CHECK_MESSAGE(err < 2e-5, r.name, ": after two steps, max relative error ", err);
   }
 }
@@ -127,7 +111,7 @@ void basic_block_finite_differences() {
 
   train::BasicBlockTrain<Arch> tr;
   REQUIRE(tr.bind(blk, false).is_ok());
-  Ws ws(tr.workspace_bytes(in));
+  test::OwnedWorkspace ws(tr.workspace_bytes(in));
   std::vector<float> y(std::size_t(out.size())), dy, dx(x.size());
   auto loss = [&]() {
     REQUIRE(tr.forward(ConstTensor::dense(x.data(), in), Tensor::dense(y.data(), out), ws.ws).is_ok());
@@ -194,7 +178,7 @@ struct TinySetup {
   std::vector<train::ParamSlot> slots;
   std::vector<train::StateRef> state;
   std::vector<float> logits, dlogits;
-  std::unique_ptr<Ws> ws;
+  std::unique_ptr<test::OwnedWorkspace> ws;
 
   explicit TinySetup(int batch) {
     std::mt19937 gen(42);
@@ -214,7 +198,7 @@ struct TinySetup {
         if (!r.trainable) state.push_back(train::StateRef{r.name, r.data});
       });
     });
-    ws = std::make_unique<Ws>(tr.workspace_bytes(Shape{batch, 10, 10, 1}));
+    ws = std::make_unique<test::OwnedWorkspace>(tr.workspace_bytes(Shape{batch, 10, 10, 1}));
     logits.resize(std::size_t(batch) * 3);
     dlogits.resize(logits.size());
   }
@@ -318,7 +302,7 @@ TEST_CASE_TEMPLATE("trainer: a short training converges", Arch, EDGENN_TEST_ARCH
     nn::Classifier<Arch> m = s.model;
     REQUIRE(m.prepare().is_ok());
     std::vector<float> x(100), z(3);
-    Ws ws(m.workspace_bytes(Shape{1, 10, 10, 1}));
+    test::OwnedWorkspace ws(m.workspace_bytes(Shape{1, 10, 10, 1}));
     int correct = 0;
     for (int i = 0; i < val_data.count; ++i) {
       for (int k = 0; k < 100; ++k) x[std::size_t(k)] = (val_data.image(i)[k] / 255.0f - cfg.mean) / cfg.stddev;
@@ -355,7 +339,7 @@ void check_same_gradients(const Slots& a, const Slots& b, double tol) {
     CAPTURE(a[k].name);
     REQUIRE(a[k].size == b[k].size);
     const std::vector<float> ga(a[k].grad, a[k].grad + a[k].size), gb(b[k].grad, b[k].grad + b[k].size);
-    CHECK(max_rel_err(ga, gb) < tol);
+    CHECK(test::max_rel_err(ga, gb) < tol);
   }
 }
 
@@ -404,7 +388,7 @@ TEST_CASE_TEMPLATE("threaded classifier training step equals the serial step", A
     REQUIRE(serial.state.size() == threaded.state.size());
     for (std::size_t k = 0; k < serial.state.size(); ++k) {
       CAPTURE(serial.state[k].name);
-      CHECK(max_rel_err(*serial.state[k].data, *threaded.state[k].data) < 1e-5);
+      CHECK(test::max_rel_err(*serial.state[k].data, *threaded.state[k].data) < 1e-5);
     }
   }
 }
@@ -514,7 +498,7 @@ TwinStep twin_step(train::NetworkTrain<Arch>& a, train::NetworkTrain<Arch>& b, S
     par = std::make_unique<train::Parallel>(threads);
     par->reserve_workspace(bytes);
   }
-  Ws ws(bytes);
+  test::OwnedWorkspace ws(bytes);
   const ConstTensor xv = ConstTensor::dense(x.data(), in);
   TwinStep r;
   for (int i = 0; i < 2; ++i) {
@@ -587,7 +571,7 @@ TEST_CASE_TEMPLATE("partial input gradient of a network equals the full one's ch
     std::vector<float> x(std::size_t(in.size()));
     for (auto& v : x) v = nd(gen);
     part.set_input_grad_from(c.from);
-    Ws ws(std::max(full.workspace_bytes(in), part.workspace_bytes(in)));
+    test::OwnedWorkspace ws(std::max(full.workspace_bytes(in), part.workspace_bytes(in)));
     const ConstTensor xv = ConstTensor::dense(x.data(), in);
     REQUIRE(full.forward(xv, ws.ws).is_ok());
     REQUIRE(part.forward(xv, ws.ws).is_ok());
@@ -651,7 +635,7 @@ TEST_CASE_TEMPLATE("Winograd layers give the direct kernels' forward and gradien
       CHECK(b.c2.winograd() == (second_cout == 64));
       CHECK_FALSE(std::get<train::BasicBlockTrain<Arch>>(direct.units[0]).c1.winograd());
       const TwinStep r = twin_step(wino, direct, Shape{4, 9, 9, 96}, threads, gen, nd);
-      CHECK(max_rel_err(r.y[0], r.y[1]) < 1e-4);
+      CHECK(test::max_rel_err(r.y[0], r.y[1]) < 1e-4);
       CHECK(rel_l2(r.dx[0].data(), r.dx[1].data(), r.dx[0].size()) < 1e-4);
       const auto sa = slots_of(wino), sb = slots_of(direct);
       REQUIRE(sa.size() == sb.size());
@@ -734,7 +718,7 @@ TEST_CASE_TEMPLATE("a block's first BN sums taken on the second layer's dx slice
           par = std::make_unique<train::Parallel>(threads);
           par->reserve_workspace(bytes);
         }
-        Ws ws(bytes);
+        test::OwnedWorkspace ws(bytes);
         for (auto* n : t) {
           n->set_parallel(par.get());
           n->set_slice_bytes(slice_bytes);
@@ -799,3 +783,5 @@ TEST_CASE("thread pool: every task runs exactly once, over many back-to-back han
     CHECK(total == expect);
   }
 }
+
+}  // namespace test_train

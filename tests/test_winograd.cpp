@@ -5,17 +5,14 @@
 #include "edgenn/kernels/winograd.hpp"
 #include "support/test_support.hpp"
 
+// Inside a namespace of its own: the area's files compile as one unity translation unit.
+namespace test_winograd {
+
 using namespace edgenn;
 using kernels::Conv2dParams;
 using kernels::WinogradPass;
 
 namespace {
-
-struct WsMem {
-  std::vector<unsigned char> mem;
-  Workspace ws;
-  explicit WsMem(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
-};
 
 struct Dense {
   std::vector<double> v;
@@ -96,7 +93,7 @@ void run_case(const Case& c, test::Rng& r) {
     std::vector<float> packed(std::size_t(kernels::winograd_packed_floats<Arch>(k_in, k_out)));
     const auto pw = kernels::pack_winograd_weights<Arch>(cin, cout, w.data(), pass, scratch.data(), packed.data());
     const auto before = test::to_dense(dst.view);
-    WsMem ws(kernels::winograd_workspace_bytes(k_in, k_out));
+    test::OwnedWorkspace ws(kernels::winograd_workspace_bytes(k_in, k_out));
     REQUIRE(kernels::winograd_conv3x3<Arch>(src, pw, dst.view, ws.ws, c.accumulate).is_ok());
     std::vector<double> wv = want.v, sv = scale.v;
     if (c.accumulate)
@@ -116,7 +113,7 @@ void run_case(const Case& c, test::Rng& r) {
     for (std::size_t i = 0; i < dw.size(); ++i) dw_ref[i] += dw[i], dw_scale[i] += std::fabs(dw[i]);
     for (std::size_t i = 0; i < db.size(); ++i) db_ref[i] += db[i], db_scale[i] += std::fabs(db[i]);
   }
-  WsMem ws(kernels::winograd_weight_grad_workspace_bytes<Arch>(cin, cout));
+  test::OwnedWorkspace ws(kernels::winograd_weight_grad_workspace_bytes<Arch>(cin, cout));
   REQUIRE(kernels::winograd_weight_grad<Arch>(x.view, dy.view, dw.data(), db.data(), ws.ws, c.accumulate).is_ok());
   check(dw, dw_ref, dw_scale, kRtol, "dw");
   check(db, db_ref, db_scale, kRtol, "db");
@@ -155,15 +152,17 @@ TEST_CASE_TEMPLATE("winograd kernels check their arguments and measure their wor
   Workspace m2 = Workspace::measure();
   REQUIRE(kernels::winograd_weight_grad<Arch>(x, ConstTensor::dense(ys.data(), Shape{2, 8, 8, cout}), w.data(), nullptr, m2).is_ok());
   CHECK(m2.peak() <= kernels::winograd_weight_grad_workspace_bytes<Arch>(cin, cout));
-  WsMem ws(kernels::winograd_workspace_bytes(cin, cout));
+  test::OwnedWorkspace ws(kernels::winograd_workspace_bytes(cin, cout));
   CHECK(kernels::winograd_conv3x3<Arch>(x, pw, Tensor::dense(bad.data(), Shape{2, 8, 8, 8}), ws.ws, false).code() ==
         Error::shape_mismatch);
   CHECK(kernels::winograd_conv3x3<Arch>(x, pw, Tensor::dense(ys.data(), Shape{2, 4, 16, cout}), ws.ws, false).code() ==
         Error::shape_mismatch);
-  WsMem small(64);
+  test::OwnedWorkspace small(64);
   CHECK_FALSE(kernels::winograd_conv3x3<Arch>(x, pw, Tensor::dense(ys.data(), Shape{2, 8, 8, cout}), small.ws, false).is_ok());
   CHECK(kernels::winograd_applies(Conv2dParams::square(3, 1, 1)));
   CHECK_FALSE(kernels::winograd_applies(Conv2dParams::square(3, 2, 1)));
   CHECK_FALSE(kernels::winograd_applies(Conv2dParams::square(3, 1, 1, 2)));
   CHECK_FALSE(kernels::winograd_applies(Conv2dParams::square(1, 1, 0)));
 }
+
+}  // namespace test_winograd

@@ -5,9 +5,10 @@
 
 Copies the working tree (without build/ and .git) to DIR/src, builds the kernel test programs
 once unmodified (they must pass), then for each mutant below: changes one line of one kernel
-header in the copy, rebuilds the test programs that cover that kernel, runs them, and expects
-at least one to fail. A mutant whose tests still pass "survived": the run ends with exit 1 and
-names it. The working tree itself is never touched. `tools/test.sh --only mutants` runs this.
+header in the copy, rebuilds the test programs that cover that kernel, runs the cases of the
+test files named for it, and expects at least one to fail. A mutant whose tests still pass
+"survived": the run ends with exit 1 and names it. The working tree itself is never touched.
+`tools/test.sh --only mutants` runs this.
 
 The mutants are small and realistic (an off-by-one on a boundary, a dropped tail iteration,
 a stride applied twice, a normalisation swapped), mostly in the SIMD fast paths that the
@@ -24,7 +25,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = "include/edgenn/kernels/"
 
-# name, file, exact text (must occur exactly once), replacement, test programs that must catch it
+# The test program each test file is compiled into (tests/CMakeLists.txt: an area's files are
+# one program); a mutant runs only the named files' cases (doctest --source-file).
+PROGRAM = {
+    "test_conv2d": "test_kernels", "test_depthwise": "test_kernels", "test_kernels": "test_kernels",
+    "test_winograd": "test_kernels", "test_backward": "test_kernels",
+    "test_golden": "test_models", "test_golden_backward": "test_models",
+    "test_train": "test_train",
+}
+
+# name, file, exact text (must occur exactly once), replacement, test files that must catch it
 MUTANTS = [
     ("conv2d-interior-columns", K + "conv2d.hpp",
      "int xa = int(div_up(p.pad_left, p.stride_w));",
@@ -139,18 +149,19 @@ def copy_tree(dst):
 
 
 def build(bdir, targets, jobs):
-    r = run(["cmake", "--build", bdir, "-j", str(jobs), "--target"] + sorted(set(targets)))
+    programs = sorted({PROGRAM[t] for t in targets})
+    r = run(["cmake", "--build", bdir, "-j", str(jobs), "--target"] + programs)
     if r.returncode != 0:
-        sys.exit(f"mutants: build of {' '.join(targets)} failed:\n{r.stdout[-4000:]}")
+        sys.exit(f"mutants: build of {' '.join(programs)} failed:\n{r.stdout[-4000:]}")
 
 
 def run_tests(bdir, targets, timeout):
-    """Returns the test programs that failed (non-zero exit or timeout)."""
+    """Returns the test files whose cases failed (non-zero exit or timeout)."""
     failed = []
     for t in targets:
         try:
-            r = run([os.path.join(bdir, "tests", t), "--no-intro=true", "--minimal=true"],
-                    timeout=timeout, cwd=bdir)
+            r = run([os.path.join(bdir, "tests", PROGRAM[t]), f"--source-file=*/{t}.cpp", "--no-intro=true",
+                     "--minimal=true"], timeout=timeout, cwd=bdir)
             if r.returncode != 0:
                 failed.append(t)
         except subprocess.TimeoutExpired:

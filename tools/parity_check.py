@@ -60,11 +60,13 @@ def torch_model_from_weights(path):
     return model.eval(), info
 
 
-def torch_logits(model, images):
+def torch_logits(model, images, batch=100):
+    # Batches of 100 stay in cache: 10k images of the x2 ResNet took 28 s in batches of 100,
+    # 45 s in batches of 500 (2 threads); the logits do not depend on the batch.
     outs, exts = [], []
     with torch.no_grad():
-        for i in range(0, len(images), 500):
-            o = model(torch.from_numpy(data.normalize(images[i:i + 500])))
+        for i in range(0, len(images), batch):
+            o = model(torch.from_numpy(data.normalize(images[i:i + batch])))
             if isinstance(o, tuple):
                 outs.append(o[0].numpy())
                 exts.append(o[1].numpy())

@@ -15,10 +15,10 @@
 
 namespace edgenn::test {
 
-// Every kernel test runs for the build's SIMD backend and for the scalar backend. The
-// emulated cross builds skip the scalar twins (EDGENN_TEST_SIMD_ONLY, CMake option
-// EDGENN_TEST_SCALAR_TWINS=OFF): the scalar stage, the sanitizer stage and the Cortex-M stage
-// test the scalar backend, and under qemu the twins doubled the build and the run.
+// Every kernel test runs for the build's SIMD backend and for the scalar backend. tools/test.sh
+// builds its SIMD stages without the scalar twins (EDGENN_TEST_SIMD_ONLY, CMake option
+// EDGENN_TEST_SCALAR_TWINS=OFF): its scalar and Cortex-M stages test the scalar backend, and
+// the twins doubled the build (and under qemu the run).
 #if defined(EDGENN_HAS_XSIMD) && defined(EDGENN_TEST_SIMD_ONLY)
 #define EDGENN_TEST_ARCHS ::edgenn::simd::default_arch
 #elif defined(EDGENN_HAS_XSIMD)
@@ -109,6 +109,13 @@ inline bool close(const std::vector<float>& a, const std::vector<float>& b, cons
   }
   return true;
 }
+
+// Workspace memory owned by a test: `bytes` usable after the alignment the kernels need.
+struct OwnedWorkspace {
+  std::vector<unsigned char> mem;
+  Workspace ws;
+  explicit OwnedWorkspace(std::size_t bytes) : mem(bytes + kAlignment), ws(mem.data(), mem.size()) {}
+};
 
 inline std::vector<float> abs_of(std::vector<float> v) {
   for (auto& x : v) x = std::fabs(x);
