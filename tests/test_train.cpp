@@ -684,6 +684,87 @@ TEST_CASE_TEMPLATE("batch slices give the whole batch's forward and gradients", 
   }
 }
 
+// Passes fused across units compute the same values as passes of their own: a unit's BN
+// normalisation deferred into the next unit's forward (each slice of the input normalised
+// right before it is convolved), and its BN backward sums taken on the slices of the next
+// unit's input gradient (after an identity shortcut's gradient is added). Forward and every
+// gradient must be the separate passes' to the bit. A stem, Winograd and direct blocks, a
+// strided block whose shortcut reads the deferred input, slices of one item and of the whole
+// batch, serial and threaded.
+TEST_CASE_TEMPLATE("passes fused across units equal passes of their own", Arch, EDGENN_TEST_ARCHS) {
+  for (int threads : {1, 2}) {
+    for (std::size_t slice_bytes : {std::size_t(1), train::ConvBNTrain<Arch>::kSliceBytes}) {
+      CAPTURE(threads);
+      CAPTURE(slice_bytes);
+      auto make = [&] {
+        nn::Network<Arch> n;
+        n.add(nn::make_conv_bn<Arch>("stem", "stem_bn", 3, 16, 3, 1, 1, Activation::relu));
+        n.add(nn::BasicBlock<Arch>::make("a", 16, 16, 1));  // Winograd
+        n.add(nn::BasicBlock<Arch>::make("b", 16, 32, 2));  // stride 2, 1x1 shortcut on the deferred input
+        n.add(nn::BasicBlock<Arch>::make("c", 32, 32, 1));
+        return n;
+      };
+      std::mt19937 gen(21);
+      std::normal_distribution<float> nd(0.0f, 0.3f);
+      TwinNetworks<Arch> twins(make, gen, nd);
+      twins.b.set_cross_unit_fusion(false);
+      for (auto* n : {&twins.a, &twins.b}) n->set_slice_bytes(slice_bytes);
+      const TwinStep r = twin_step(twins.a, twins.b, Shape{4, 10, 10, 3}, threads, gen, nd);
+      CHECK(std::memcmp(r.y[0].data(), r.y[1].data(), r.y[0].size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(r.dx[0].data(), r.dx[1].data(), r.dx[0].size() * sizeof(float)) == 0);
+      const auto sa = slots_of(twins.a), sb = slots_of(twins.b);
+      CHECK(sa.size() == 24);  // stem, 3 blocks x 2 layers, 1 shortcut: weight, BN gamma and beta
+      CHECK(same_bits(sa, sb));
+      for (const auto& q : sa) {
+        CAPTURE(q.name);
+        CHECK(std::any_of(q.grad, q.grad + q.size, [](float g) { return g != 0.0f; }));
+      }
+    }
+  }
+  // The deferral really happens: the stem's output is left as it was until the next unit's
+  // forward reads it, and is then the normalised output.
+  auto make = [] {
+    nn::Network<Arch> n;
+    n.add(nn::make_conv_bn<Arch>("stem", "stem_bn", 3, 16, 3, 1, 1, Activation::relu));
+    n.add(nn::BasicBlock<Arch>::make("a", 16, 16, 1));
+    return n;
+  };
+  std::mt19937 gen(22);
+  std::normal_distribution<float> nd(0.0f, 0.3f);
+  TwinNetworks<Arch> twins(make, gen, nd);
+  const Shape in{3, 8, 8, 3};
+  std::vector<float> x(std::size_t(in.size()));
+  for (auto& v : x) v = nd(gen);
+  const ConstTensor xv = ConstTensor::dense(x.data(), in);
+  test::OwnedWorkspace ws(twins.a.workspace_bytes(in));
+  twins.b.set_cross_unit_fusion(false);
+  REQUIRE(twins.b.forward(xv, ws.ws).is_ok());
+  auto& stem = std::get<train::ConvBNTrain<Arch>>(twins.a.units[0]);
+  auto& block = std::get<train::BasicBlockTrain<Arch>>(twins.a.units[1]);
+  const Shape ss = stem.layer->output_shape(in);
+  std::vector<float> ys(std::size_t(ss.size()), 7.0f), out(std::size_t(ss.size()));
+  const Tensor ysv = Tensor::dense(ys.data(), ss);
+  REQUIRE(stem.forward(xv, ysv, ws.ws, nullptr, nullptr, true).is_ok());
+  CHECK(stem.pending.on);
+  CHECK(std::all_of(ys.begin(), ys.end(), [](float v) { return v == 7.0f; }));
+  REQUIRE(block.forward(ysv, Tensor::dense(out.data(), ss), ws.ws, &stem, false).is_ok());
+  CHECK_FALSE(stem.pending.on);
+  CHECK(std::memcmp(ys.data(), twins.b.acts[0].data(), ys.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(out.data(), twins.b.acts[1].data(), out.size() * sizeof(float)) == 0);
+  // A consumer given another tensor than the deferred output is refused.
+  REQUIRE(stem.forward(xv, ysv, ws.ws, nullptr, nullptr, true).is_ok());
+  std::vector<float> other(ys.size(), 0.0f);
+  const Status s = block.forward(Tensor::dense(other.data(), ss), Tensor::dense(out.data(), ss), ws.ws, &stem);
+  CHECK(s.code() == Error::invalid_argument);
+  // The backward feeds the previous unit's BN sums (an identity block after the stem).
+  std::vector<float> g(std::size_t(ss.size()), 0.5f), dxs(std::size_t(ss.size()));
+  REQUIRE(twins.a.forward(xv, ws.ws).is_ok());
+  REQUIRE(block.backward(ConstTensor::dense(twins.a.acts[0].data(), ss), twins.a.output(), Tensor::dense(g.data(), ss),
+                         Tensor::dense(dxs.data(), ss), false, ws.ws, &stem)
+              .is_ok());
+  CHECK(stem.sums_from_consumer);
+}
+
 // A block's first layer takes its BN backward sums on each slice of the second layer's input
 // gradient, right after that slice is written (ConvBNTrain::backward's producer), instead of in
 // a pass of its own: the same sums in the same order, so every gradient must be the one of the

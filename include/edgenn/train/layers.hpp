@@ -101,6 +101,16 @@ struct ConvBNTrain {
 
   bool winograd_enabled = true;  // false: the direct kernels only (set_winograd)
 
+  // Deferred normalisation: a forward with `defer` stops after the batch statistics and
+  // leaves y to the layer that reads it, which normalises each slice of its input right
+  // before convolving it (normalize_items), while the slice is in cache, instead of a pass
+  // of its own over y and a second read of y from beyond the cache.
+  struct PendingNormalize {
+    bool on = false;
+    Tensor y;
+    ConstTensor residual;  // kept alive by the caller until the consumer's forward is done
+  } pending;
+
   void set_parallel(Parallel* p) { par = p; }
   void set_winograd(bool on) { winograd_enabled = on; }
   void set_slice_bytes(std::size_t b) { slice_bytes = b; }
@@ -201,14 +211,27 @@ struct ConvBNTrain {
 
   // y = act(BN(conv(x)) [+ residual]); training mode unless frozen. The caller keeps x and y
   // alive until backward().
-  Status forward(ConstTensor x, Tensor y, Workspace& ws, const ConstTensor* residual = nullptr) {
+  // input_from: the layer whose deferred output x is (normalised here, item range by item
+  // range, before the convolution reads it). defer: leave y's normalisation to the layer
+  // that reads y (or to finish_normalize); only a layer with a training BN defers.
+  Status forward(ConstTensor x, Tensor y, Workspace& ws, const ConstTensor* residual = nullptr,
+                 ConvBNTrain* input_from = nullptr, bool defer = false) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = x.n();
+    pending.on = false;
+    if (input_from && !input_from->pending.on) input_from = nullptr;
+    if (input_from)
+      EDGENN_CHECK(input_from->pending.y.data == x.data && input_from->pending.y.shape == x.shape,
+                   Error::invalid_argument, "ConvBNTrain: the deferred input is not this layer's input");
+    // x's items [b0, b1) made final, right before they are read.
+    auto ready = [&](int b0, int b1) { return input_from ? input_from->normalize_items(b0, b1) : Status::ok(); };
     if (frozen) {
-      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+        EDGENN_TRY(ready(b0, b1));
         const ConstTensor r = residual ? items(*residual, b0, b1) : ConstTensor();
         return l.forward(items(x, b0, b1), items(y, b0, b1), w, residual ? &r : nullptr);
-      });
+      }));
+      return input_from ? input_from->normalize_done() : Status::ok();
     }
     const kernels::Conv2dParams p = conv_params();
     const bool bn_here = trains_bn();
@@ -220,23 +243,29 @@ struct ConvBNTrain {
       float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cin, l.cout));
       const kernels::PackedWeights ww = kernels::pack_winograd_weights<Arch>(
           l.cin, l.cout, l.weight.data(), kernels::WinogradPass::forward, scratch, dst);
-      return forward_from(zt, y, residual, ws, [&](int b0, int b1, Workspace& w) {
+      EDGENN_TRY(forward_from(x.shape, zt, y, residual, input_from, defer, ws, [&](int b0, int b1, Workspace& w) {
+        EDGENN_TRY(ready(b0, b1));
         return kernels::winograd_conv3x3<Arch>(items(x, b0, b1), ww, items(zt, b0, b1), w, false);
-      });
+      }));
+      return input_from ? input_from->normalize_done() : Status::ok();
     }
     detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
     pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
                                           l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
-    return forward_from(zt, y, residual, ws, [&](int b0, int b1, Workspace& w) {
+    EDGENN_TRY(forward_from(x.shape, zt, y, residual, input_from, defer, ws, [&](int b0, int b1, Workspace& w) {
+      EDGENN_TRY(ready(b0, b1));
       const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
       return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w, residual && !bn_here ? &r : nullptr);
-    });
+    }));
+    return input_from ? input_from->normalize_done() : Status::ok();
   }
 
   // The forward after the weights are packed: conv_items(b0, b1, ws) writes zt for batch items
-  // [b0, b1) (y itself without a training BN), then the training BN.
+  // [b0, b1) (y itself without a training BN) from input items of shape `in`, then the
+  // training BN (its normalisation deferred with `defer`).
   template <class Conv>
-  Status forward_from(Tensor zt, Tensor y, const ConstTensor* residual, Workspace& ws, Conv&& conv_items) {
+  Status forward_from(Shape in, Tensor zt, Tensor y, const ConstTensor* residual, const ConvBNTrain* input_from,
+                      bool defer, Workspace& ws, Conv&& conv_items) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = zt.n();
     if (!trains_bn()) return for_batch_ranges(par, n, ws, conv_items);
@@ -251,7 +280,8 @@ struct ConvBNTrain {
     EDGENN_CHECK(index_t(n) * pixels > 1, Error::invalid_argument,
                  "batchnorm_train_forward: training needs more than one value per channel (like PyTorch)");
     const int R = threaded(n) ? par->ranges(n) : 1;
-    const int slice = slice_items(zt.shape);
+    // A slice's input is normalised right before it is read: it has to fit as well.
+    const int slice = input_from ? std::min(slice_items(zt.shape), slice_items(in)) : slice_items(zt.shape);
     range_shift.resize(std::size_t(R) * std::size_t(C));
     range_sums.resize(2 * std::size_t(R) * std::size_t(C));
     range_items.resize(std::size_t(R));
@@ -285,12 +315,31 @@ struct ConvBNTrain {
     const kernels::BatchNormTrainParams bn{l.gamma.data(), l.beta.data(), l.bn_eps, bn_momentum};
     EDGENN_TRY(kernels::batchnorm_statistics(C, index_t(n) * pixels, shift0, bn_sum.data(), bn_sum2.data(), bn,
                                              mean.data(), invstd.data(), l.running_mean.data(), l.running_var.data()));
-    // The residual add (and the activation after it) is fused into the normalisation.
-    return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
-      return kernels::batchnorm_normalize<Arch>(items(ConstTensor(zt), b0, b1), mean.data(), invstd.data(),
-                                                l.gamma.data(), l.beta.data(), items(y, b0, b1), l.p.activation,
-                                                residual ? items(*residual, b0, b1) : ConstTensor());
-    });
+    pending = PendingNormalize{true, y, residual ? *residual : ConstTensor()};
+    return defer ? Status::ok() : finish_normalize(ws);
+  }
+
+  // y's items [b0, b1) of a deferred forward: y = act(BN(z) [+ residual]) (the residual add
+  // and the activation are fused into the normalisation). No-op without a deferred forward.
+  Status normalize_items(int b0, int b1) {
+    if (!pending.on) return Status::ok();
+    const nn::ConvBN<Arch>& l = *layer;
+    const ConstTensor zt = ConstTensor::dense(z.data(), pending.y.shape);
+    return kernels::batchnorm_normalize<Arch>(items(zt, b0, b1), mean.data(), invstd.data(), l.gamma.data(),
+                                              l.beta.data(), items(pending.y, b0, b1), l.p.activation,
+                                              pending.residual.data ? items(pending.residual, b0, b1) : ConstTensor());
+  }
+  // The consumer has normalised every item.
+  Status normalize_done() {
+    pending.on = false;
+    return Status::ok();
+  }
+  // All of y of a deferred forward (nothing without one).
+  Status finish_normalize(Workspace& ws) {
+    if (!pending.on) return Status::ok();
+    EDGENN_TRY(for_batch_ranges(par, pending.y.n(), ws,
+                                [&](int b0, int b1, Workspace&) { return normalize_items(b0, b1); }));
+    return normalize_done();
   }
 
   int sum_ranges(int n) const { return threaded(n) ? par->ranges(n) : 1; }
@@ -330,11 +379,13 @@ struct ConvBNTrain {
   // From dy (overwritten in place with the gradient at the activation's input, which is also
   // the residual's gradient): parameter gradients (written) and, if dx.data, dx (written or
   // added with accumulate_dx).
-  // producer: the training layer whose output is x (a block's first convolution); its BN
-  // backward sums are taken on each slice of dx right after this layer writes it, while the
-  // slice is in cache, instead of in a pass of its own (dx must be all of its output gradient).
+  // producer: the training layer whose output is x (a block's first convolution, or the
+  // previous unit's last); its BN backward sums are taken on each slice of dx right after
+  // this layer writes it, while the slice is in cache, instead of in a pass of its own (dx
+  // must then be all of its output gradient). dx_plus: added to each slice of dx after this
+  // layer's part (a residual's gradient), before the producer reads it.
   Status backward(ConstTensor x, ConstTensor y, Tensor dy, Tensor dx, bool accumulate_dx, Workspace& ws,
-                  ConvBNTrain* producer = nullptr) {
+                  ConvBNTrain* producer = nullptr, const ConstTensor* dx_plus = nullptr) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = dy.n();
     // With BN in training mode the activation's backward is fused into the BN sums pass.
@@ -356,7 +407,16 @@ struct ConvBNTrain {
       EDGENN_CHECK(dx_from == 0 || (!frozen && l.p.groups == 1), Error::unsupported,
                    "ConvBNTrain: a partial input gradient needs a trainable layer without groups");
     }
-    if (frozen) return dx.data ? input_grad(dy) : Status::ok();
+    EDGENN_CHECK(!dx_plus || (dx.data && dx_plus->shape == dx.shape), Error::shape_mismatch,
+                 "ConvBNTrain: the gradient added to dx has another shape than dx");
+    if (frozen && !dx_plus) return dx.data ? input_grad(dy) : Status::ok();
+    if (frozen) {
+      EDGENN_TRY(input_grad(dy));
+      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace&) {
+        const Tensor d = items(dx, b0, b1);
+        return kernels::add<Arch>(d, items(*dx_plus, b0, b1), d);
+      });
+    }
     const bool bn_here = trains_bn();
     const Tensor dzt = bn_here ? Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape) : Tensor();
     const ConstTensor zt = bn_here ? ConstTensor::dense(z.data(), dy.shape) : ConstTensor();
@@ -432,6 +492,10 @@ struct ConvBNTrain {
           EDGENN_TRY(kernels::winograd_conv3x3<Arch>(g, ww, items(dx, a, e), w, accumulate_dx));
         } else if (dx.data) {
           EDGENN_TRY(kernels::conv2d_backward_input<Arch>(p, g, gw, items(dx, a, e), w, accumulate_dx));
+        }
+        if (dx_plus) {
+          const Tensor d = items(dx, a, e);
+          EDGENN_TRY(kernels::add<Arch>(d, items(*dx_plus, a, e), d));
         }
         if (feed_producer) EDGENN_TRY(producer->add_backward_sums(r, a, xs, items(dx, a, e)));
       }
@@ -519,36 +583,46 @@ struct BasicBlockTrain {
     return t.max(TransientSizes{0, m.size(), 0});
   }
 
-  Status forward(ConstTensor x, Tensor out, Workspace& ws) {
+  // input_from, defer: as ConvBNTrain::forward's (conv1 reads x first and makes all of it
+  // final). With defer conv1's output is normalised inside conv2's forward, and conv2's is
+  // left to the next unit.
+  Status forward(ConstTensor x, Tensor out, Workspace& ws, ConvBNTrain<Arch>* input_from = nullptr,
+                 bool defer = false) {
     const Shape ms = block->conv1.output_shape(x.shape);
     const Tensor m = Tensor::dense(detail::sized(mid, ms.size()), ms);
-    EDGENN_TRY(c1.forward(x, m, ws));
+    EDGENN_TRY(c1.forward(x, m, ws, nullptr, input_from, defer));
     ConstTensor res = x;
     if (has_ds()) {
       const Tensor s = Tensor::dense(detail::sized(c1.tmp().shortcut, out.shape.size()), out.shape);
       EDGENN_TRY(ds.forward(x, s, ws));
       res = s;
     }
-    return c2.forward(m, out, ws, &res);
+    // res (x, or the shortcut buffer, which no unit writes before the next block's conv1
+    // has read all of this block's output) stays alive while conv2's output is deferred.
+    return c2.forward(m, out, ws, &res, &c1, defer);
   }
+  // The layer whose output is the block's (deferred after forward with `defer`).
+  ConvBNTrain<Arch>& output_layer() { return c2; }
 
   // dout is overwritten (it becomes the gradient at the add).
-  Status backward(ConstTensor x, ConstTensor out, Tensor dout, Tensor dx, bool accumulate_dx, Workspace& ws) {
+  // producer: as ConvBNTrain::backward's, the layer whose output is x; with an identity
+  // shortcut its BN sums are taken on conv1's dx slices once the shortcut's gradient is
+  // added to them (a projection shortcut adds its part in a pass of its own after conv1).
+  Status backward(ConstTensor x, ConstTensor out, Tensor dout, Tensor dx, bool accumulate_dx, Workspace& ws,
+                  ConvBNTrain<Arch>* producer = nullptr) {
     const Shape ms = block->conv1.output_shape(x.shape);
     const Tensor dm = Tensor::dense(detail::sized(c1.tmp().dmid, ms.size()), ms);
-    EDGENN_TRY(c2.backward(ConstTensor::dense(mid.data(), ms), out, dout, dm, false, ws, &c1));
-    EDGENN_TRY(c1.backward(x, ConstTensor::dense(mid.data(), ms), dm, dx, accumulate_dx, ws));
+    const ConstTensor mid_v = ConstTensor::dense(mid.data(), ms);
+    EDGENN_TRY(c2.backward(mid_v, out, dout, dm, false, ws, &c1));
     if (has_ds()) {
+      EDGENN_TRY(c1.backward(x, mid_v, dm, dx, accumulate_dx, ws));
       // The shortcut has no activation: its backward reads no output (the shortcut buffer is
       // transient) and leaves dout as it is.
       return ds.backward(x, ConstTensor(), dout, dx, true, ws);
     }
-    if (!dx.data) return Status::ok();
+    if (!dx.data) return c1.backward(x, mid_v, dm, dx, accumulate_dx, ws);
     const ConstTensor through = ConstTensor(dout).channels(c1.dx_from, dx.c());
-    return for_batch_ranges(c1.par, dx.n(), ws, [&](int b0, int b1, Workspace&) {
-      const Tensor d = items(dx, b0, b1);
-      return kernels::add<Arch>(d, items(through, b0, b1), d);
-    });
+    return c1.backward(x, mid_v, dm, dx, accumulate_dx, ws, producer, &through);
   }
 };
 
@@ -692,23 +766,40 @@ struct NetworkTrain {
 
   ConstTensor output() const { return ConstTensor::dense(acts.back().data(), shapes.back()); }
 
+  // Passes fused across units (on by default; off: passes of their own, e.g. to compare the
+  // two): a unit's BN normalisation inside the next unit's first convolution (forward), and
+  // its BN backward sums on the slices of the next unit's input gradient (backward).
+  bool fuse_units = true;
+  void set_cross_unit_fusion(bool on) { fuse_units = on; }
+  // The layer whose output is unit k's output.
+  ConvBNTrain<Arch>* output_layer(std::size_t k) {
+    return std::visit(
+        [](auto& t) -> ConvBNTrain<Arch>* {
+          if constexpr (std::is_same_v<std::decay_t<decltype(t)>, ConvBNTrain<Arch>>) return &t;
+          else return &t.output_layer();
+        },
+        units[k]);
+  }
+
   Status forward(ConstTensor x, Workspace& ws) {
     shapes.assign(1, x.shape);
     ConstTensor in = x;
+    ConvBNTrain<Arch>* pending = nullptr;  // the layer whose output `in` is, if deferred
     for (std::size_t i = 0; i < units.size(); ++i) {
       const Shape os = std::visit([&](const auto& blk) { return blk.output_shape(in.shape); }, net->blocks[i]);
       shapes.push_back(os);
       const Tensor y = Tensor::dense(detail::sized(acts[i], os.size()), os);
       EDGENN_TRY(std::visit(
           [&](auto& t) -> Status {
-            using T = std::decay_t<decltype(t)>;
-            if constexpr (std::is_same_v<T, ConvBNTrain<Arch>>) return t.forward(in, y, ws);
-            else return t.forward(in, y, ws);
+            if constexpr (std::is_same_v<std::decay_t<decltype(t)>, ConvBNTrain<Arch>>)
+              return t.forward(in, y, ws, nullptr, pending, fuse_units);
+            else return t.forward(in, y, ws, pending, fuse_units);
           },
           units[i]));
+      pending = output_layer(i);
       in = y;
     }
-    return Status::ok();
+    return pending ? pending->finish_normalize(ws) : Status::ok();
   }
 
   // dout (output-shaped, overwritten) → parameter gradients and, if dx.data, the input gradient.
@@ -720,7 +811,8 @@ struct NetworkTrain {
       const ConstTensor out = ConstTensor::dense(acts[k].data(), shapes[k + 1]);
       Tensor gin = k == 0 ? dx : Tensor::dense(detail::sized(grad[k % 2], shapes[k].size()), shapes[k]);
       const bool acc = k == 0 && accumulate_dx;
-      EDGENN_TRY(std::visit([&](auto& t) { return t.backward(in, out, g, gin, acc, ws); }, units[k]));
+      ConvBNTrain<Arch>* producer = fuse_units && k > 0 ? output_layer(k - 1) : nullptr;
+      EDGENN_TRY(std::visit([&](auto& t) { return t.backward(in, out, g, gin, acc, ws, producer); }, units[k]));
       g = gin;
     }
     return Status::ok();
