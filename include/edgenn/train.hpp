@@ -4,6 +4,7 @@
 // kernels it runs are in edgenn/kernels.hpp.
 #pragma once
 
+#include "edgenn/train/large_pages.hpp"
 #include "edgenn/train/layers.hpp"
 #include "edgenn/train/optim.hpp"
 #include "edgenn/train/parallel.hpp"

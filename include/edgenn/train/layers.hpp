@@ -32,13 +32,15 @@
 #include "edgenn/kernels/pooling_backward.hpp"
 #include "edgenn/kernels/winograd.hpp"
 #include "edgenn/nn/classifier.hpp"
+#include "edgenn/train/large_pages.hpp"
 #include "edgenn/train/optim.hpp"
 #include "edgenn/train/parallel.hpp"
 
 namespace edgenn::train {
 
 namespace detail {
-inline float* sized(std::vector<float>& v, index_t n) {
+template <class Alloc>
+float* sized(std::vector<float, Alloc>& v, index_t n) {
   if (v.size() < std::size_t(n)) v.resize(std::size_t(n));
   return v.data();
 }
@@ -49,7 +51,7 @@ inline float* sized(std::vector<float>& v, index_t n) {
 // (packed and their scratch). A NetworkTrain shares one set among its layers (each grows to
 // the largest use) instead of every layer keeping its own.
 struct TransientBuffers {
-  std::vector<float> dz, dmid, shortcut, winograd, winograd_scratch;
+  LargeVector<float> dz, dmid, shortcut, winograd, winograd_scratch;
 };
 // Floats of each transient buffer a layer uses.
 struct TransientSizes {
@@ -68,7 +70,8 @@ struct ConvBNTrain {
   float bn_momentum = 0.1f;  // PyTorch's BatchNorm2d default
 
   std::vector<float> dweight, dbias, dgamma, dbeta;  // parameter gradients
-  std::vector<float> z, mean, invstd;                // BN input (kept for backward), batch statistics
+  LargeVector<float> z;                              // BN input (kept for backward)
+  std::vector<float> mean, invstd;                   // batch statistics
   TransientBuffers own_tmp;                          // used when no network shares its buffers
   TransientBuffers* shared_tmp = nullptr;
   std::vector<float> packed, packed_grad, folded_w, folded_b, zero_bias;
@@ -523,7 +526,7 @@ template <class Arch = simd::default_arch>
 struct BasicBlockTrain {
   nn::BasicBlock<Arch>* block = nullptr;
   ConvBNTrain<Arch> c1, c2, ds;
-  std::vector<float> mid;  // conv1's output: conv2's input and conv1's activation mask
+  LargeVector<float> mid;  // conv1's output: conv2's input and conv1's activation mask
 
   void set_parallel(Parallel* p) {
     c1.set_parallel(p);
@@ -685,8 +688,8 @@ struct NetworkTrain {
   using Unit = std::variant<ConvBNTrain<Arch>, BasicBlockTrain<Arch>>;
   nn::Network<Arch>* net = nullptr;
   std::vector<Unit> units;
-  std::vector<std::vector<float>> acts;  // output of unit i
-  std::vector<float> grad[2];
+  std::vector<LargeVector<float>> acts;  // output of unit i
+  LargeVector<float> grad[2];
   std::vector<Shape> shapes;             // shapes[0] = input, shapes[i + 1] = output of unit i
   // One set for all units (heap: its address survives moves of the network).
   std::unique_ptr<TransientBuffers> transient = std::make_unique<TransientBuffers>();
@@ -824,7 +827,7 @@ template <class Arch = simd::default_arch>
 struct ClassifierTrain {
   NetworkTrain<Arch> features;
   PoolLinearTrain<Arch> head;
-  std::vector<float> dfeat;
+  LargeVector<float> dfeat;
 
   Status bind(nn::Classifier<Arch>& c, bool freeze = false) {
     EDGENN_TRY(features.bind(c.features, freeze));

@@ -15,6 +15,7 @@
 #include "edgenn/core/tensor.hpp"
 #include "edgenn/core/workspace.hpp"
 #include "edgenn/runtime/thread_pool.hpp"
+#include "edgenn/train/large_pages.hpp"
 
 namespace edgenn::train {
 
@@ -73,7 +74,7 @@ class Parallel {
 
  private:
   runtime::ThreadPool pool_;
-  std::vector<std::vector<unsigned char>> ws_mem_;
+  std::vector<LargeVector<unsigned char>> ws_mem_;
   std::vector<std::vector<double>> scratch_;
   std::vector<Status> status_;
 };

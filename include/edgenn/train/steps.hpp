@@ -33,7 +33,7 @@ inline int count_correct(const float* logits, int n, int classes, const int* lab
 
 // Workspace memory and optional threads of a step.
 struct StepExec {
-  std::vector<unsigned char> wsmem;
+  LargeVector<unsigned char> wsmem;
   std::unique_ptr<Parallel> par;
 
   // One workspace of `bytes` for the serial parts, and per thread the same for the kernels.
@@ -181,7 +181,8 @@ class StageCStep {
   int hard_ = 0, main_c_ = 0;
   index_t feature_floats_ = 0;
   const float* features_ = nullptr;
-  std::vector<float> cat_, dadapt_, dext_, logits_, dlogits_;
+  LargeVector<float> cat_, dadapt_, dext_;
+  std::vector<float> logits_, dlogits_;
 };
 
 }  // namespace edgenn::train
