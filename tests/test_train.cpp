@@ -847,24 +847,48 @@ TEST_CASE_TEMPLATE("a block's first BN sums taken on the second layer's dx slice
   }
 }
 
-// Training buffers of a large page or more start on a large-page boundary (Linux), so every
-// whole large page of them can be one; smaller ones come from the plain allocator. Both
-// hold and keep what is written, through growth.
-TEST_CASE("large-page buffers: aligned from one large page, plain below, usable either way") {
-  train::LargeVector<float> big(train::kLargePageBytes / sizeof(float) + 1000);
-#if defined(__linux__)
-  CHECK(reinterpret_cast<std::uintptr_t>(big.data()) % train::kLargePageBytes == 0);
+// Training buffers from the large-page pool (Linux, not under AddressSanitizer): packed
+// into shared regions, each pooled one on a cache line, never overlapping, kept through growth and
+// frees of their neighbours; a region is returned once all of its buffers are freed.
+TEST_CASE("large-page buffers: disjoint, aligned, kept through growth, regions returned") {
+#if EDGENN_LARGE_PAGE_POOL
+  const std::size_t regions_before = train::detail::LargePagePool::instance().regions();
 #endif
-  for (std::size_t i = 0; i < big.size(); ++i) big[i] = float(i % 977);
-  big.resize(big.size() * 2, -1.0f);  // regrown: copied into a new large-page buffer
-  bool kept = true;
-  for (std::size_t i = 0; i < big.size() / 2; ++i) kept = kept && big[i] == float(i % 977);
-  CHECK(kept);
-  CHECK(big.back() == -1.0f);
-  train::LargeVector<float> small(100, 2.0f);
-  CHECK(std::all_of(small.begin(), small.end(), [](float v) { return v == 2.0f; }));
-  small.assign(train::kLargePageBytes / sizeof(float), 3.0f);  // from small to large
-  CHECK(small[small.size() - 1] == 3.0f);
+  std::mt19937 gen(5);
+  std::uniform_int_distribution<int> size_kb(1, 3000), pick(0, 15);
+  std::vector<train::LargeVector<float>> bufs(16);
+  auto fill = [](train::LargeVector<float>& v, std::size_t id) {
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = float((id * 131 + i) % 1021);
+  };
+  std::vector<std::size_t> ids(bufs.size(), 0);
+  bool intact = true, aligned = true;
+  for (int step = 0; step < 300; ++step) {
+    const std::size_t k = std::size_t(pick(gen));
+    if (step % 3 == 2) {
+      bufs[k] = {};  // freed
+      bufs[k].shrink_to_fit();
+    } else {
+      bufs[k].resize(std::size_t(size_kb(gen)) * 256);  // 1 KB .. 3 MB, grown or shrunk
+      ids[k] = std::size_t(step) + 1;
+      fill(bufs[k], ids[k]);
+      if (bufs[k].capacity() * sizeof(float) >= train::LargePageAllocator<float>::kPooledMinBytes && EDGENN_LARGE_PAGE_POOL)
+        aligned = aligned && reinterpret_cast<std::uintptr_t>(bufs[k].data()) % 64 == 0;
+    }
+    for (std::size_t j = 0; j < bufs.size(); ++j)  // every live buffer still holds its own values
+      for (std::size_t i = 0; i < bufs[j].size(); i += 97) intact = intact && bufs[j][i] == float((ids[j] * 131 + i) % 1021);
+  }
+  CHECK(intact);
+  CHECK(aligned);
+  train::LargeVector<float> grown(100, 2.0f);
+  grown.resize(train::kLargePageBytes / sizeof(float) * 2, 3.0f);  // from the plain allocator into the pool
+  CHECK(grown[99] == 2.0f);
+  CHECK(grown.back() == 3.0f);
+  bufs.clear();
+  grown = {};
+  grown.shrink_to_fit();
+#if EDGENN_LARGE_PAGE_POOL
+  CHECK(train::detail::LargePagePool::instance().regions() == regions_before);
+#endif
 }
 
 TEST_CASE("thread pool: every task runs exactly once, over many back-to-back hand-offs") {
