@@ -22,6 +22,7 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(__SANITIZE_ADDRESS__)
@@ -37,13 +38,14 @@ inline constexpr std::size_t kLargePageBytes = std::size_t(2) << 20;
 #if EDGENN_LARGE_PAGE_POOL
 namespace detail {
 
-// Regions of large pages (32 MB, or one buffer's size rounded up to large pages), each a
-// first-fit arena over its free ranges; a region goes back to the system once nothing in
-// it is in use. Process-wide and locked: buffers are made rarely (when a shape first
+// Regions of large pages (256 MB of address space, or one buffer's size rounded up to large
+// pages; only what is touched is resident), each a first-fit arena over its free ranges; a
+// region goes back to the system once nothing in it is in use. Few large regions: the last,
+// partly used large page of each is resident in full. Process-wide and locked: buffers are made rarely (when a shape first
 // appears), never on a step's hot path.
 class LargePagePool {
  public:
-  static constexpr std::size_t kRegionBytes = std::size_t(32) << 20;
+  static constexpr std::size_t kRegionBytes = std::size_t(256) << 20;
   static constexpr std::size_t kGranule = 64;  // every buffer starts on a cache line
 
   static LargePagePool& instance() {
@@ -124,6 +126,12 @@ class LargePagePool {
         free.erase(next);
       }
       free.emplace(off, bytes);
+      // The free range's pages go back to the system (a buffer that grew leaves its old place
+      // behind; it is no longer resident, as with the plain allocator). A large page the range
+      // shares with a live buffer is split for that.
+      static const std::size_t page = std::size_t(sysconf(_SC_PAGESIZE));  // the range must hold whole pages
+      const std::size_t lo = round_up(off, page), hi = (off + bytes) / page * page;
+      if (hi > lo) (void)madvise(base + lo, hi - lo, MADV_DONTNEED);
     }
   };
 
