@@ -41,8 +41,8 @@ namespace detail {
 // Regions of large pages (256 MB of address space, or one buffer's size rounded up to large
 // pages; only what is touched is resident), each a first-fit arena over its free ranges; a
 // region goes back to the system once nothing in it is in use. Few large regions: the last,
-// partly used large page of each is resident in full. Process-wide and locked: buffers are made rarely (when a shape first
-// appears), never on a step's hot path.
+// partly used large page of each is resident in full. Process-wide and locked: buffers are
+// made rarely (when a shape first appears), never on a step's hot path.
 class LargePagePool {
  public:
   static constexpr std::size_t kRegionBytes = std::size_t(256) << 20;
