@@ -7,7 +7,8 @@
 // step's buffers are smaller than a large page (a 28x28x16 map of 32 images is 1.6 MB), so
 // they are packed into shared regions aligned to large pages and advised as a whole.
 // Elsewhere (not Linux, or under AddressSanitizer, which must see every buffer), and for
-// small buffers, this is the plain allocator.
+// small buffers, this is the plain allocator. Where the large page is not 2 MB (aarch64
+// kernels with 64 KB pages: 512 MB) the regions stay on small pages; results are the same.
 #pragma once
 
 #include <algorithm>
@@ -25,7 +26,16 @@
 #include <unistd.h>
 #endif
 
-#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer: GCC defines __SANITIZE_ADDRESS__, Clang only has the feature test.
+#if defined(__SANITIZE_ADDRESS__)
+#define EDGENN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EDGENN_ASAN 1
+#endif
+#endif
+
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(EDGENN_ASAN)
 #define EDGENN_LARGE_PAGE_POOL 1
 #else
 #define EDGENN_LARGE_PAGE_POOL 0
