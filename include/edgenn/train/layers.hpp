@@ -219,56 +219,63 @@ struct ConvBNTrain {
   // that reads y (or to finish_normalize); only a layer with a training BN defers.
   Status forward(ConstTensor x, Tensor y, Workspace& ws, const ConstTensor* residual = nullptr,
                  ConvBNTrain* input_from = nullptr, bool defer = false) {
-    nn::ConvBN<Arch>& l = *layer;
-    const int n = x.n();
     pending.on = false;
     if (input_from && !input_from->pending.on) input_from = nullptr;
     if (input_from)
       EDGENN_CHECK(input_from->pending.y.data == x.data && input_from->pending.y.shape == x.shape,
                    Error::invalid_argument, "ConvBNTrain: the deferred input is not this layer's input");
+    EDGENN_TRY(convolve(x, y, ws, residual, input_from, defer));
+    if (input_from) input_from->pending.on = false;  // every item of x is final now
+    return Status::ok();
+  }
+
+  // forward's work once input_from is checked (null if x is final already).
+  Status convolve(ConstTensor x, Tensor y, Workspace& ws, const ConstTensor* residual, ConvBNTrain* input_from,
+                  bool defer) {
+    nn::ConvBN<Arch>& l = *layer;
+    const int n = x.n();
     // x's items [b0, b1) made final, right before they are read.
     auto ready = [&](int b0, int b1) { return input_from ? input_from->normalize_items(b0, b1) : Status::ok(); };
     if (frozen) {
-      EDGENN_TRY(for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
+      return for_batch_ranges(par, n, ws, [&](int b0, int b1, Workspace& w) {
         EDGENN_TRY(ready(b0, b1));
         const ConstTensor r = residual ? items(*residual, b0, b1) : ConstTensor();
         return l.forward(items(x, b0, b1), items(y, b0, b1), w, residual ? &r : nullptr);
-      }));
-      return input_from ? input_from->normalize_done() : Status::ok();
+      });
     }
     const kernels::Conv2dParams p = conv_params();
     const bool bn_here = trains_bn();
     had_residual = residual != nullptr;
     sums_from_consumer = false;  // a new step: sums fed during a backward that failed are stale
     const Tensor zt = bn_here ? Tensor::dense(detail::sized(z, y.shape.size()), y.shape) : y;
+    const bool deferred_in = input_from != nullptr;
     if (winograd()) {
       float* scratch = detail::sized(tmp().winograd_scratch, kernels::winograd_pack_scratch_floats(l.cin, l.cout));
       float* dst = detail::sized(tmp().winograd, kernels::winograd_packed_floats<Arch>(l.cin, l.cout));
       const kernels::PackedWeights ww = kernels::pack_winograd_weights<Arch>(
           l.cin, l.cout, l.weight.data(), kernels::WinogradPass::forward, scratch, dst);
-      EDGENN_TRY(forward_from(x.shape, zt, y, residual, input_from, defer, ws, [&](int b0, int b1, Workspace& w) {
+      return forward_from(x.shape, zt, y, residual, deferred_in, defer, ws, [&](int b0, int b1, Workspace& w) {
         EDGENN_TRY(ready(b0, b1));
         return kernels::winograd_conv3x3<Arch>(items(x, b0, b1), ww, items(zt, b0, b1), w, false);
-      }));
-      return input_from ? input_from->normalize_done() : Status::ok();
+      });
     }
     detail::sized(packed, kernels::conv_packed_floats<Arch>(p, l.cin, l.cout));
     pw = kernels::pack_conv_weights<Arch>(p, l.cin, l.cout, l.weight.data(),
                                           l.bias.empty() ? zero_bias.data() : l.bias.data(), packed.data());
-    EDGENN_TRY(forward_from(x.shape, zt, y, residual, input_from, defer, ws, [&](int b0, int b1, Workspace& w) {
+    return forward_from(x.shape, zt, y, residual, deferred_in, defer, ws, [&](int b0, int b1, Workspace& w) {
       EDGENN_TRY(ready(b0, b1));
       const ConstTensor r = residual && !bn_here ? items(*residual, b0, b1) : ConstTensor();
       return kernels::conv2d<Arch>(p, items(x, b0, b1), pw, items(zt, b0, b1), w, residual && !bn_here ? &r : nullptr);
-    }));
-    return input_from ? input_from->normalize_done() : Status::ok();
+    });
   }
 
   // The forward after the weights are packed: conv_items(b0, b1, ws) writes zt for batch items
-  // [b0, b1) (y itself without a training BN) from input items of shape `in`, then the
-  // training BN (its normalisation deferred with `defer`).
+  // [b0, b1) (y itself without a training BN) from input items of shape `in` (normalised
+  // inside conv_items with input_deferred), then the training BN (its normalisation
+  // deferred with `defer`).
   template <class Conv>
-  Status forward_from(Shape in, Tensor zt, Tensor y, const ConstTensor* residual, const ConvBNTrain* input_from,
-                      bool defer, Workspace& ws, Conv&& conv_items) {
+  Status forward_from(Shape in, Tensor zt, Tensor y, const ConstTensor* residual, bool input_deferred, bool defer,
+                      Workspace& ws, Conv&& conv_items) {
     nn::ConvBN<Arch>& l = *layer;
     const int n = zt.n();
     if (!trains_bn()) return for_batch_ranges(par, n, ws, conv_items);
@@ -284,7 +291,7 @@ struct ConvBNTrain {
                  "batchnorm_train_forward: training needs more than one value per channel (like PyTorch)");
     const int R = threaded(n) ? par->ranges(n) : 1;
     // A slice's input is normalised right before it is read: it has to fit as well.
-    const int slice = input_from ? std::min(slice_items(zt.shape), slice_items(in)) : slice_items(zt.shape);
+    const int slice = input_deferred ? std::min(slice_items(zt.shape), slice_items(in)) : slice_items(zt.shape);
     range_shift.resize(std::size_t(R) * std::size_t(C));
     range_sums.resize(2 * std::size_t(R) * std::size_t(C));
     range_items.resize(std::size_t(R));
@@ -332,17 +339,13 @@ struct ConvBNTrain {
                                               l.beta.data(), items(pending.y, b0, b1), l.p.activation,
                                               pending.residual.data ? items(pending.residual, b0, b1) : ConstTensor());
   }
-  // The consumer has normalised every item.
-  Status normalize_done() {
-    pending.on = false;
-    return Status::ok();
-  }
   // All of y of a deferred forward (nothing without one).
   Status finish_normalize(Workspace& ws) {
     if (!pending.on) return Status::ok();
     EDGENN_TRY(for_batch_ranges(par, pending.y.n(), ws,
                                 [&](int b0, int b1, Workspace&) { return normalize_items(b0, b1); }));
-    return normalize_done();
+    pending.on = false;
+    return Status::ok();
   }
 
   int sum_ranges(int n) const { return threaded(n) ? par->ranges(n) : 1; }
