@@ -10,6 +10,9 @@
 //
 // The point-wise products of all tiles form 36 GEMMs (one per point of the 6x6 transform
 // domain) on the engine's microkernel, over chunks of tiles sized to stay in the L2 cache.
+// A chunk's transforms are stored tile by tile ([tile][point][channel]): the transforms read
+// and write one tile's 36 vectors contiguously, and the GEMMs step over rows 36 points apart
+// (strided rows cost the GEMMs nothing; 36 strided streams per tile slowed the transforms).
 // Tiles are per batch item, so an output does not depend on how the batch is split over
 // threads. The transforms add rounding: results agree with the exact convolution to a few
 // 1e-6 of the terms' magnitude (tests/test_winograd.cpp), not bit for bit with the direct
@@ -285,27 +288,28 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
   if (ws.measuring() || tiles.total == 0) return Status::ok();
   for (index_t t0 = 0; t0 < tiles.total; t0 += tiles.chunk) {
     const int nt = int(std::min<index_t>(tiles.chunk, tiles.total - t0));
-    // Transformed inputs: vbuf[point][tile][k_in].
+    // Transformed inputs: vbuf[tile][point][k_in].
     for (int t = 0; t < nt; ++t) {
       const auto o = tiles.origin(t0 + t);
-      detail::winograd_input_channels<Arch>(in, o.b, o.y0, o.x0, vbuf + index_t(t) * k_in, index_t(nt) * k_in);
+      detail::winograd_input_channels<Arch>(in, o.b, o.y0, o.x0, vbuf + index_t(t) * P * k_in, k_in);
     }
-    // One GEMM per point: mbuf[point] = vbuf[point] x U[point].
+    // One GEMM per point: mbuf[.][point] = vbuf[.][point] x U[point].
     for (int p = 0; p < P; ++p) {
-      const float* a = vbuf + index_t(p) * nt * k_in;
-      float* c = mbuf + index_t(p) * nt * k_out;
+      const float* a = vbuf + index_t(p) * k_in;
+      float* c = mbuf + index_t(p) * k_out;
       for_panel_widths<Arch>(pw, [&](auto nv, int p0, int p1) {
-        gemm_panels<Arch, decltype(nv)::value>(nt, a, k_in, pw, p, p0, p1, c, k_out, nullptr, 0, Clamp{});
+        gemm_panels<Arch, decltype(nv)::value>(nt, a, index_t(P) * k_in, pw, p, p0, p1, c, index_t(P) * k_out,
+                                               nullptr, 0, Clamp{});
       });
     }
     // Output transform of every tile, clipped to the map.
     for (int t = 0; t < nt; ++t) {
       const auto [b, y0, x0] = tiles.origin(t0 + t);
       const int hy = std::min(T4, out.h() - y0), hx = std::min(T4, out.w() - x0);
-      const index_t ld = index_t(nt) * k_out;
+      const index_t ld = k_out;
       for (int c = 0; c < k_out; c += VL) {
         const int valid = std::min(VL, k_out - c);
-        const float* m = mbuf + index_t(t) * k_out + c;
+        const float* m = mbuf + index_t(t) * P * k_out + c;
         V mv[P], cols[T4 * N], o[T4 * T4];
         for (int p = 0; p < P; ++p) mv[p] = valid >= VL ? V::load(m + p * ld) : V::load_partial(m + p * ld, valid);
         for (int j = 0; j < N; ++j) detail::winograd_at(mv + j, N, cols + j, N);       // columns: A^T m
@@ -364,7 +368,8 @@ namespace detail {
 // s[i][..nc) (+)= sum_t z[t][i] * v[t][..nc) for rows i < mr: a rank-nt update of MR rows of
 // one point's sums, both operands as the transforms wrote them (tile-major), so neither is
 // transposed or packed. z rows are ldz apart, v rows ldv, s rows lds. Rows mr..MR-1 of z are
-// read (the next tile's values, or the zeroed tail of the buffer) and their sums dropped.
+// read (the next point's or tile's values, or the zeroed tail of the buffer) and their sums
+// dropped.
 template <class Arch, int MR, int NV>
 EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float* v, index_t ldv, int nt, float* s,
                                        index_t lds, int mr, int nc, bool accumulate) {
@@ -428,19 +433,20 @@ EDGENN_NOINLINE void winograd_sum_tile(const float* z, index_t ldz, const float*
 }
 
 template <class Arch, int NV>
-void winograd_sum_panel(const float* z, int rows, const float* v, int cols, int nt, float* sums, int nc,
-                        bool accumulate) {
+void winograd_sum_panel(const float* z, int rows, index_t ldz, const float* v, int cols, index_t ldv, int nt,
+                        float* sums, int nc, bool accumulate) {
   constexpr int MR = WinogradSumTile<Arch>::rows(NV);
   for (int m0 = 0; m0 < rows; m0 += MR)
-    winograd_sum_tile<Arch, MR, NV>(z + m0, rows, v, cols, nt, sums + index_t(m0) * cols, cols, std::min(MR, rows - m0),
+    winograd_sum_tile<Arch, MR, NV>(z + m0, ldz, v, ldv, nt, sums + index_t(m0) * cols, cols, std::min(MR, rows - m0),
                                     nc, accumulate);
 }
 
-// sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, v: nt x cols, tile-major; z
-// readable WinogradSumTile::max_rows() floats past its end). Column panels of the fewest
+// sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, rows ldz apart; v: nt x cols,
+// rows ldv apart; z readable WinogradSumTile::max_rows() floats past its end). Column panels of the fewest
 // vectors that hold them.
 template <class Arch>
-void winograd_sum(const float* z, int rows, const float* v, int cols, int nt, float* sums, bool accumulate) {
+void winograd_sum(const float* z, int rows, index_t ldz, const float* v, int cols, index_t ldv, int nt, float* sums,
+                  bool accumulate) {
   using T = WinogradSumTile<Arch>;
   const int nv = T::vectors(cols);
   const int nr = nv * T::lanes;
@@ -451,11 +457,11 @@ void winograd_sum(const float* z, int rows, const float* v, int cols, int nt, fl
     const float* vp = v + n0;
     float* sp = sums + n0;
     if (pv >= 4) {
-      winograd_sum_panel<Arch, 4>(z, rows, vp, cols, nt, sp, nc, accumulate);
+      winograd_sum_panel<Arch, 4>(z, rows, ldz, vp, cols, ldv, nt, sp, nc, accumulate);
     } else if (pv >= 2) {
-      winograd_sum_panel<Arch, 2>(z, rows, vp, cols, nt, sp, nc, accumulate);
+      winograd_sum_panel<Arch, 2>(z, rows, ldz, vp, cols, ldv, nt, sp, nc, accumulate);
     } else {
-      winograd_sum_panel<Arch, 1>(z, rows, vp, cols, nt, sp, nc, accumulate);
+      winograd_sum_panel<Arch, 1>(z, rows, ldz, vp, cols, ldv, nt, sp, nc, accumulate);
     }
   }
 }
@@ -490,7 +496,7 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
     std::fill_n(zbuf + index_t(P) * nt * cout, tail, 0.0f);
     for (int t = 0; t < nt; ++t) {
       const auto [b, y0, x0] = tiles.origin(t0 + t);
-      detail::winograd_input_channels<Arch>(x, b, y0, x0, vbuf + index_t(t) * cin, index_t(nt) * cin);
+      detail::winograd_input_channels<Arch>(x, b, y0, x0, vbuf + index_t(t) * P * cin, cin);
       // Output-gradient tile (zero past the map): z = A dY A^T.
       const int hy = std::min(T4, dy.h() - y0), hx = std::min(T4, dy.w() - x0);
       for (int c = 0; c < cout; c += VL) {
@@ -507,20 +513,20 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
           }
         for (int j = 0; j < T4; ++j) detail::winograd_a(d + j, T4, cols + j, T4);       // columns: A dY
         for (int i = 0; i < N; ++i) detail::winograd_a(cols + i * T4, 1, z + i * N, 1);  // rows: (A dY) A^T
-        float* dst = zbuf + index_t(t) * cout + c;
+        float* dst = zbuf + index_t(t) * P * cout + c;
         for (int p = 0; p < P; ++p) {
           if (valid >= VL) {
-            z[p].store(dst + p * index_t(nt) * cout);
+            z[p].store(dst + p * index_t(cout));
           } else {
-            z[p].store_partial(dst + p * index_t(nt) * cout, valid);
+            z[p].store_partial(dst + p * index_t(cout), valid);
           }
         }
       }
     }
     // sums[point] (+)= Z[point]^T x V[point], over the chunk's tiles.
     for (int p = 0; p < P; ++p)
-      detail::winograd_sum<Arch>(zbuf + index_t(p) * nt * cout, cout, vbuf + index_t(p) * nt * cin, cin, nt,
-                                 sums + index_t(p) * cout * cin, t0 > 0);
+      detail::winograd_sum<Arch>(zbuf + index_t(p) * cout, cout, index_t(P) * cout, vbuf + index_t(p) * cin, cin,
+                                 index_t(P) * cin, nt, sums + index_t(p) * cout * cin, t0 > 0);
   }
   if (tiles.total == 0) std::fill_n(sums, std::size_t(winograd_transform_floats(cin, cout)), 0.0f);
   // dW = G^T S G per channel pair, on vectors of input channels.
