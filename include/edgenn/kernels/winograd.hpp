@@ -164,33 +164,46 @@ inline WinogradTiles winograd_tiles(Shape s, int k_in, int k_out) {
 
 // The 36 transformed input vectors of one tile (channels [c, c + VL), `valid` of them
 // real), stored at v[point * ld].
-template <class Arch>
+template <class Arch, bool Interior>
 EDGENN_INLINE void winograd_input_tile(ConstTensor in, int b, int y0, int x0, int c, int valid, float* v,
                                        index_t ld) {
   using V = simd::Vec<Arch>;
   constexpr int VL = V::size;
   constexpr int N = winograd::kIn;
-  V d[N * N], t[N * N];
-  for (int i = 0; i < N; ++i) {
-    const int iy = y0 + i;
-    const bool row_in = iy >= 0 && iy < in.h();
-    for (int j = 0; j < N; ++j) {
-      const int ix = x0 + j;
-      if (row_in && ix >= 0 && ix < in.w()) {
+  // Column by column into registers (B^T d), then row by row straight to v: the only
+  // buffer is t, where the rows are gathered.
+  V t[N * N];
+#pragma GCC unroll 6
+  for (int j = 0; j < N; ++j) {
+    const int ix = x0 + j;
+    const bool col_in = Interior || (ix >= 0 && ix < in.w());
+    V d[N], r[N];
+#pragma GCC unroll 6
+    for (int i = 0; i < N; ++i) {
+      const int iy = y0 + i;
+      if (Interior || (col_in && iy >= 0 && iy < in.h())) {
         const float* p = in.pixel(b, iy, ix) + c;
-        d[i * N + j] = valid >= VL ? V::load(p) : V::load_partial(p, valid);
+        d[i] = valid >= VL ? V::load(p) : V::load_partial(p, valid);
       } else {
-        d[i * N + j] = V::zero();
+        d[i] = V::zero();
       }
     }
+    winograd_bt(d, 1, r, 1);
+#pragma GCC unroll 6
+    for (int i = 0; i < N; ++i) t[i * N + j] = r[i];
   }
-  for (int j = 0; j < N; ++j) winograd_bt(d + j, N, t + j, N);      // columns: t = B^T d
-  for (int i = 0; i < N; ++i) winograd_bt(t + i * N, 1, d + i * N, 1);  // rows: d = t B
-  for (int p = 0; p < N * N; ++p) {
-    if (valid >= VL) {
-      d[p].store(v + p * ld);
-    } else {
-      d[p].store_partial(v + p * ld, valid);
+#pragma GCC unroll 6
+  for (int i = 0; i < N; ++i) {
+    V r[N];
+    winograd_bt(t + i * N, 1, r, 1);  // rows: (B^T d) B
+#pragma GCC unroll 6
+    for (int k = 0; k < N; ++k) {
+      float* o = v + (i * N + k) * ld;
+      if (valid >= VL) {
+        r[k].store(o);
+      } else {
+        r[k].store_partial(o, valid);
+      }
     }
   }
 }
@@ -199,8 +212,15 @@ EDGENN_INLINE void winograd_input_tile(ConstTensor in, int b, int y0, int x0, in
 template <class Arch>
 EDGENN_INLINE void winograd_input_channels(ConstTensor in, int b, int y0, int x0, float* v, index_t ld) {
   constexpr int VL = simd::Vec<Arch>::size;
-  for (int c = 0; c < in.c(); c += VL)
-    winograd_input_tile<Arch>(in, b, y0 - 1, x0 - 1, c, std::min(VL, in.c() - c), v + c, ld);
+  // Tiles whose 6x6 window lies inside the map skip the bounds checks.
+  const bool interior = y0 >= 1 && x0 >= 1 && y0 + 5 <= in.h() && x0 + 5 <= in.w();
+  for (int c = 0; c < in.c(); c += VL) {
+    if (interior) {
+      winograd_input_tile<Arch, true>(in, b, y0 - 1, x0 - 1, c, std::min(VL, in.c() - c), v + c, ld);
+    } else {
+      winograd_input_tile<Arch, false>(in, b, y0 - 1, x0 - 1, c, std::min(VL, in.c() - c), v + c, ld);
+    }
+  }
 }
 
 }  // namespace detail
@@ -310,14 +330,26 @@ Status winograd_conv3x3(ConstTensor in, const PackedWeights& pw, Tensor out, Wor
       for (int c = 0; c < k_out; c += VL) {
         const int valid = std::min(VL, k_out - c);
         const float* m = mbuf + index_t(t) * P * k_out + c;
-        V mv[P], cols[T4 * N], o[T4 * T4];
-        for (int p = 0; p < P; ++p) mv[p] = valid >= VL ? V::load(m + p * ld) : V::load_partial(m + p * ld, valid);
-        for (int j = 0; j < N; ++j) detail::winograd_at(mv + j, N, cols + j, N);       // columns: A^T m
-        for (int i = 0; i < T4; ++i) detail::winograd_at(cols + i * N, 1, o + i * T4, 1);  // rows: (A^T m) A
+        // Column by column from mbuf into registers (A^T m), then row by row to the map.
+        V cols[T4 * N];
+#pragma GCC unroll 6
+        for (int j = 0; j < N; ++j) {
+          V mv[N], r[T4];
+#pragma GCC unroll 6
+          for (int i = 0; i < N; ++i) {
+            const float* src = m + (i * N + j) * ld;
+            mv[i] = valid >= VL ? V::load(src) : V::load_partial(src, valid);
+          }
+          detail::winograd_at(mv, 1, r, 1);
+#pragma GCC unroll 4
+          for (int i = 0; i < T4; ++i) cols[i * N + j] = r[i];
+        }
         for (int i = 0; i < hy; ++i) {
+          V o[T4];
+          detail::winograd_at(cols + i * N, 1, o, 1);  // rows: (A^T m) A
           for (int j = 0; j < hx; ++j) {
             float* dst = out.pixel(b, y0 + i, x0 + j) + c;
-            V v = o[i * T4 + j];
+            V v = o[j];
             if (valid >= VL) {
               if (accumulate) v = v + V::load(dst);
               v.store(dst);
@@ -501,24 +533,37 @@ Status winograd_weight_grad(ConstTensor x, ConstTensor dy, float* dw, float* db,
       const int hy = std::min(T4, dy.h() - y0), hx = std::min(T4, dy.w() - x0);
       for (int c = 0; c < cout; c += VL) {
         const int valid = std::min(VL, cout - c);
-        V d[T4 * T4], cols[N * T4], z[P];
-        for (int i = 0; i < T4; ++i)
-          for (int j = 0; j < T4; ++j) {
+        // Column by column into registers (A dY), then row by row straight to zbuf.
+        V cols[N * T4];
+#pragma GCC unroll 4
+        for (int j = 0; j < T4; ++j) {
+          V d[T4], r[N];
+#pragma GCC unroll 4
+          for (int i = 0; i < T4; ++i) {
             if (i < hy && j < hx) {
               const float* src = dy.pixel(b, y0 + i, x0 + j) + c;
-              d[i * T4 + j] = valid >= VL ? V::load(src) : V::load_partial(src, valid);
+              d[i] = valid >= VL ? V::load(src) : V::load_partial(src, valid);
             } else {
-              d[i * T4 + j] = V::zero();
+              d[i] = V::zero();
             }
           }
-        for (int j = 0; j < T4; ++j) detail::winograd_a(d + j, T4, cols + j, T4);       // columns: A dY
-        for (int i = 0; i < N; ++i) detail::winograd_a(cols + i * T4, 1, z + i * N, 1);  // rows: (A dY) A^T
+          detail::winograd_a(d, 1, r, 1);
+#pragma GCC unroll 6
+          for (int i = 0; i < N; ++i) cols[i * T4 + j] = r[i];
+        }
         float* dst = zbuf + index_t(t) * P * cout + c;
-        for (int p = 0; p < P; ++p) {
-          if (valid >= VL) {
-            z[p].store(dst + p * index_t(cout));
-          } else {
-            z[p].store_partial(dst + p * index_t(cout), valid);
+#pragma GCC unroll 6
+        for (int i = 0; i < N; ++i) {
+          V r[N];
+          detail::winograd_a(cols + i * T4, 1, r, 1);  // rows: (A dY) A^T
+#pragma GCC unroll 6
+          for (int k = 0; k < N; ++k) {
+            float* o = dst + (i * N + k) * index_t(cout);
+            if (valid >= VL) {
+              r[k].store(o);
+            } else {
+              r[k].store_partial(o, valid);
+            }
           }
         }
       }
