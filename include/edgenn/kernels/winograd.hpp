@@ -474,8 +474,8 @@ void winograd_sum_panel(const float* z, int rows, index_t ldz, const float* v, i
 }
 
 // sums[rows][cols] (+)= z^T v over nt tiles (z: nt x rows, rows ldz apart; v: nt x cols,
-// rows ldv apart; z readable WinogradSumTile::max_rows() floats past its end). Column panels of the fewest
-// vectors that hold them.
+// rows ldv apart; z readable WinogradSumTile::max_rows() floats past its end). Column panels
+// of the fewest vectors that hold them.
 template <class Arch>
 void winograd_sum(const float* z, int rows, index_t ldz, const float* v, int cols, index_t ldv, int nt, float* sums,
                   bool accumulate) {
