@@ -209,7 +209,14 @@ struct ConvBNTrain {
       wino = std::max(kernels::winograd_packed_floats<Arch>(l.cin, l.cout) +
                           kernels::winograd_pack_scratch_floats(l.cin, l.cout),
                       kernels::winograd_packed_floats<Arch>(l.cout, l.cin));
-    return TransientSizes{saved_floats(in), 0, 0, wino};
+    return TransientSizes{trains_bn() ? dz_floats(layer->output_shape(in)) : 0, 0, 0, wino};
+  }
+  // The BN input gradient dz lives one slice at a time: each batch range has a slice of its
+  // own in the transient buffer (dz_slice_items items), not a whole map.
+  int dz_slice_items(Shape out) const { return std::min(out.n, slice_items(out)); }
+  index_t dz_floats(Shape out) const {
+    const int ranges = threaded(out.n) ? par->ranges(out.n) : 1;
+    return index_t(ranges) * dz_slice_items(out) * out.pixels() * out.c;
   }
 
   // y = act(BN(conv(x)) [+ residual]); training mode unless frozen. The caller keeps x and y
@@ -424,7 +431,7 @@ struct ConvBNTrain {
       });
     }
     const bool bn_here = trains_bn();
-    const Tensor dzt = bn_here ? Tensor::dense(detail::sized(tmp().dz, dy.shape.size()), dy.shape) : Tensor();
+    float* dz_mem = bn_here ? detail::sized(tmp().dz, dz_floats(dy.shape)) : nullptr;
     const ConstTensor zt = bn_here ? ConstTensor::dense(z.data(), dy.shape) : ConstTensor();
     if (bn_here) {
       // The BN backward's steps (batchnorm_train_backward), the sums per batch range added
@@ -480,16 +487,19 @@ struct ConvBNTrain {
     // BN input gradient dz, the slice's share of dW (added into dwr, dbr), of dx and of the
     // producer's BN sums.
     const index_t count = index_t(n) * dy.shape.pixels();
-    const int slice = bn_here ? slice_items(dy.shape) : n;  // without a BN there is no dz to keep
+    const int slice = bn_here ? dz_slice_items(dy.shape) : n;  // without a BN there is no dz to keep
+    const index_t item_floats = dy.shape.pixels() * dy.shape.c;
     auto items_backward = [&](int r, int b0, int b1, float* dwr, float* dbr, Workspace& w) -> Status {
       for (int a = b0; a < b1; a += slice) {
         const int e = std::min(b1, a + slice);
         ConstTensor g = items(ConstTensor(dy), a, e);
-        if (bn_here) {
+        if (bn_here) {  // dz of the slice, in range r's slice of the transient buffer
+          const Tensor dzs = Tensor::dense(dz_mem + index_t(r) * slice * item_floats,
+                                           Shape{e - a, dy.shape.h, dy.shape.w, dy.shape.c});
           EDGENN_TRY(kernels::batchnorm_backward_input<Arch>(items(zt, a, e), g, mean.data(), invstd.data(),
                                                              l.gamma.data(), bn_sum.data(), bn_sum2.data(), count,
-                                                             items(dzt, a, e)));
-          g = items(ConstTensor(dzt), a, e);
+                                                             dzs));
+          g = dzs;
         }
         const ConstTensor xs = items(x, a, e);
         EDGENN_TRY(winograd() ? kernels::winograd_weight_grad<Arch>(xs, g, dwr, dbr, w, a > b0)
